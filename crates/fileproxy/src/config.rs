@@ -1,0 +1,914 @@
+//! Typed configuration: TOML file, `FILEPROXY_<SECTION>__<KEY>` overrides, validation.
+//!
+//! Every key of SPEC.md §8 lives here with its default. Unknown keys are errors
+//! (`deny_unknown_fields`), and [`Config::validate`] checks values once at start-up,
+//! naming the offending key in each message.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "FILEPROXY_";
+
+/// The whole configuration of one FileProxy process.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners, limits and shutdown.
+    pub server: ServerConfig,
+    /// Where files come from.
+    pub origin: OriginConfig,
+    /// Where shared state lives.
+    pub store: StoreConfig,
+    /// Secrets and access-policy knobs.
+    pub auth: AuthConfig,
+    /// Cross-origin resource sharing.
+    pub cors: CorsConfig,
+    /// Per-uid traffic reporting.
+    pub traffic: TrafficConfig,
+    /// Second-generation protections (SPEC §9).
+    pub protect: ProtectConfig,
+    /// Socket tuning of the viewer-facing connections.
+    pub sockets: SocketConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: listeners, connection limits and shutdown.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Viewer listener address (HTTP/1.1 and HTTP/2).
+    pub listen: String,
+    /// Optional admin listener; admin routes there need no token. Empty = off.
+    pub admin_listen: String,
+    /// Seconds in-flight transfers may run after SIGTERM/SIGINT.
+    pub shutdown_grace_s: u64,
+    /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (addresses or CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// PEM certificate chain; with `tls_key` turns on HTTPS.
+    pub tls_cert: String,
+    /// PEM private key.
+    pub tls_key: String,
+    /// Maximum concurrent client connections; further connections wait in the backlog.
+    pub max_connections: usize,
+    /// Seconds a client has to send complete request headers (slowloris guard).
+    pub header_read_timeout_s: u64,
+    /// Maximum number of request headers (more → 431).
+    pub max_headers: usize,
+    /// Maximum size of the request head in bytes (larger → 431).
+    pub max_header_bytes: usize,
+    /// Seconds an idle keep-alive connection is kept open.
+    pub keepalive_timeout_s: u64,
+    /// HTTP/2 initial per-stream receive window in bytes (0 = adaptive BDP window).
+    pub h2_stream_window: u32,
+    /// HTTP/2 initial connection receive window in bytes (0 = adaptive BDP window).
+    pub h2_connection_window: u32,
+    /// HTTP/2 maximum concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:10080".into(),
+            admin_listen: String::new(),
+            shutdown_grace_s: 30,
+            trusted_proxies: Vec::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_connections: 10_000,
+            header_read_timeout_s: 10,
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+            keepalive_timeout_s: 60,
+            h2_stream_window: 0,
+            h2_connection_window: 0,
+            h2_max_concurrent_streams: 256,
+        }
+    }
+}
+
+/// `[origin]`: the server that holds the files.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// `http://…`, `https://…` or `file:///folder`.
+    pub url: String,
+    /// `Host` header sent to the origin; empty → the origin's own.
+    pub host_header: String,
+    /// Verify the origin's TLS certificate.
+    pub tls_verify: bool,
+    /// Connect timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Time to first byte allowed for playlists, in milliseconds.
+    pub playlist_timeout_ms: u64,
+    /// Time to first byte allowed for everything else, in milliseconds.
+    pub timeout_ms: u64,
+    /// Idle pooled connections kept per origin host.
+    pub pool_max_idle_per_host: usize,
+    /// Seconds an idle pooled connection is kept.
+    pub pool_idle_timeout_s: u64,
+    /// Size of each body chunk read from a file origin, in bytes.
+    pub chunk_bytes: usize,
+    /// Bytes buffered per transfer between origin and viewer (backpressure bound).
+    pub buffer_bytes: usize,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:27804".into(),
+            host_header: String::new(),
+            tls_verify: true,
+            connect_timeout_ms: 15_000,
+            playlist_timeout_ms: 30_000,
+            timeout_ms: 120_000,
+            pool_max_idle_per_host: 64,
+            pool_idle_timeout_s: 60,
+            chunk_bytes: 64 * 1024,
+            buffer_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// `[store]`: shared state.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory://`, `redis://[:password@]host:port/db`, `rediss://…`, `redis+cluster://h1:p1,h2:p2`.
+    pub url: String,
+    /// Timeout of one store operation in milliseconds.
+    pub op_timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "memory://".into(),
+            op_timeout_ms: 2_000,
+        }
+    }
+}
+
+/// One class's playlist limit (SPEC §4).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimit {
+    /// Playlist requests allowed per window.
+    pub limit: u64,
+    /// Window length in seconds, starting at the first request.
+    pub window_s: u64,
+}
+
+/// `[auth.playlist_limits]`: per-class and per-browser playlist limits.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaylistLimits {
+    /// Download tools (wget, curl, ffmpeg, …).
+    pub download_tool: ClassLimit,
+    /// Mobile browsers.
+    pub mobile_browser: ClassLimit,
+    /// Desktop browsers.
+    pub desktop_browser: ClassLimit,
+    /// Anything else.
+    pub unknown: ClassLimit,
+    /// Per browser name overrides of the limit (window stays the class's).
+    pub browsers: BTreeMap<String, u64>,
+}
+
+impl Default for PlaylistLimits {
+    fn default() -> Self {
+        Self {
+            download_tool: ClassLimit {
+                limit: 1,
+                window_s: 60,
+            },
+            mobile_browser: ClassLimit {
+                limit: 1,
+                window_s: 180,
+            },
+            desktop_browser: ClassLimit {
+                limit: 1,
+                window_s: 120,
+            },
+            unknown: ClassLimit {
+                limit: 1,
+                window_s: 60,
+            },
+            browsers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[auth]`: secrets and the access-policy knobs of SPEC §2–4.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC key for playlist tokens (required).
+    pub secret: String,
+    /// Bearer key for `POST /api/whitelist` (required).
+    pub whitelist_api_key: String,
+    /// Bearer token for admin routes on the main listener; empty → admin routes 404 there.
+    pub admin_token: String,
+    /// Non-empty → allowed `enc.key` requests get 302 to `<base><path>`.
+    pub safe_key_redirect_base: String,
+    /// Add `Secure` to the session cookie.
+    pub cookie_secure: bool,
+    /// Suffixes that skip every viewer check.
+    pub skip_validation_suffixes: Vec<String>,
+    /// Session TTL in seconds.
+    pub session_ttl_s: u64,
+    /// TTL of `user_active_session` in seconds.
+    pub user_session_ttl_s: u64,
+    /// TTL of whitelist entries in seconds.
+    pub ip_access_ttl_s: u64,
+    /// Key paths kept per (network, UA) entry.
+    pub max_paths_per_cidr: usize,
+    /// IPv6 prefixes a viewer's address is also looked up under.
+    pub ipv6_prefixes: Vec<u8>,
+    /// Addresses or CIDRs that pass whitelist and session with uid `fixed_whitelist`.
+    pub fixed_ip_whitelist: Vec<String>,
+    /// Playlist access-count limits.
+    pub playlist_limits: PlaylistLimits,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secret", &redacted(&self.secret))
+            .field("whitelist_api_key", &redacted(&self.whitelist_api_key))
+            .field("admin_token", &redacted(&self.admin_token))
+            .field("safe_key_redirect_base", &self.safe_key_redirect_base)
+            .field("cookie_secure", &self.cookie_secure)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redacted(s: &str) -> &'static str {
+    if s.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
+}
+
+/// The default skip-validation suffixes of SPEC §2 step 2.
+pub fn default_skip_validation_suffixes() -> Vec<String> {
+    [
+        ".webp", ".php", ".js", ".css", ".ico", ".txt", ".woff", ".woff2", ".ttf", ".png", ".jpg",
+        ".jpeg", ".gif", ".svg",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            secret: String::new(),
+            whitelist_api_key: String::new(),
+            admin_token: String::new(),
+            safe_key_redirect_base: String::new(),
+            cookie_secure: false,
+            skip_validation_suffixes: default_skip_validation_suffixes(),
+            session_ttl_s: 7200,
+            user_session_ttl_s: 14400,
+            ip_access_ttl_s: 3600,
+            max_paths_per_cidr: 3,
+            ipv6_prefixes: vec![64, 56, 48],
+            fixed_ip_whitelist: Vec::new(),
+            playlist_limits: PlaylistLimits::default(),
+        }
+    }
+}
+
+/// `[cors]`: origins allowed to read responses.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://site.example`) allowed; `*` allows any.
+    pub allow_origins: Vec<String>,
+}
+
+/// `[traffic]`: per-uid traffic reporting (SPEC §5).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrafficConfig {
+    /// Receiver URL; empty → reporting off (still counted in `/traffic`).
+    pub report_url: String,
+    /// Bearer key sent to the receiver.
+    pub api_key: String,
+    /// Seconds between reports.
+    pub interval_s: u64,
+    /// Bytes a uid must reach before it is reported.
+    pub min_bytes: u64,
+    /// Folder where unsent batches are spooled; empty → kept in the store.
+    pub spool_dir: String,
+}
+
+impl std::fmt::Debug for TrafficConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrafficConfig")
+            .field("report_url", &self.report_url)
+            .field("api_key", &redacted(&self.api_key))
+            .field("interval_s", &self.interval_s)
+            .field("min_bytes", &self.min_bytes)
+            .field("spool_dir", &self.spool_dir)
+            .finish()
+    }
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        Self {
+            report_url: String::new(),
+            api_key: String::new(),
+            interval_s: 10,
+            min_bytes: 1_048_576,
+            spool_dir: String::new(),
+        }
+    }
+}
+
+/// `[protect]`: second-generation protections (SPEC §9).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProtectConfig {
+    /// Rewrite playlists' key URIs and require per-key tokens.
+    pub key_protection: bool,
+    /// Uses allowed per key token.
+    pub key_max_uses: u64,
+    /// Window of the key-use counter in seconds.
+    pub key_use_ttl_s: u64,
+    /// Limit uses of each (token, uid, path).
+    pub token_replay: bool,
+    /// Uses allowed per token.
+    pub token_max_uses: u64,
+    /// Window of the token-use counter in seconds.
+    pub token_replay_ttl_s: u64,
+    /// Admitted (network, UA) pairs kept per uid.
+    pub max_pairs_per_uid: usize,
+    /// Suffixes a static-file admission opens.
+    pub static_suffixes: Vec<String>,
+    /// Enable the front-end (JS) admission API.
+    pub js_whitelist: bool,
+    /// HMAC key of front-end admission signatures.
+    pub js_whitelist_secret: String,
+    /// Largest playlist rewritten, in bytes (larger → 502 with a log line).
+    pub max_playlist_bytes: usize,
+}
+
+impl std::fmt::Debug for ProtectConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProtectConfig")
+            .field("key_protection", &self.key_protection)
+            .field("token_replay", &self.token_replay)
+            .field("js_whitelist", &self.js_whitelist)
+            .field("js_whitelist_secret", &redacted(&self.js_whitelist_secret))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ProtectConfig {
+    fn default() -> Self {
+        Self {
+            key_protection: false,
+            key_max_uses: 1,
+            key_use_ttl_s: 9600,
+            token_replay: false,
+            token_max_uses: 1,
+            token_replay_ttl_s: 9600,
+            max_pairs_per_uid: 5,
+            static_suffixes: [
+                ".jpg", ".jpeg", ".png", ".gif", ".svg", ".css", ".js", ".woff", ".woff2", ".ttf",
+                ".eot", ".ico", ".txt",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            js_whitelist: false,
+            js_whitelist_secret: String::new(),
+            max_playlist_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[sockets]`: tuning of viewer-facing TCP sockets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Congestion control algorithm (`bbr`, `cubic`, …; empty = system default).
+    pub congestion_control: String,
+    /// SO_SNDBUF in bytes (0 = kernel autotuning).
+    pub send_buffer_bytes: usize,
+    /// SO_RCVBUF in bytes (0 = kernel autotuning).
+    pub recv_buffer_bytes: usize,
+    /// TCP_NODELAY on viewer sockets.
+    pub nodelay: bool,
+    /// Listen backlog.
+    pub backlog: u32,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        Self {
+            congestion_control: "bbr".into(),
+            send_buffer_bytes: 0,
+            recv_buffer_bytes: 0,
+            nodelay: true,
+            backlog: 4096,
+        }
+    }
+}
+
+/// `[log]`: application and access logs.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level filter (`error`, `warn`, `info`, `debug`, `trace` or an `EnvFilter` string).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+    /// Access log destination: `stdout`, `off`, or a file path.
+    pub access_log: String,
+    /// Rotate the access log file past this many bytes (0 = never).
+    pub access_log_max_bytes: u64,
+    /// Rotated access log files kept.
+    pub access_log_keep: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+            access_log: "stdout".into(),
+            access_log_max_bytes: 100 * 1024 * 1024,
+            access_log_keep: 5,
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or named unknown keys.
+    #[error("{0}")]
+    Parse(String),
+    /// One or more keys have bad values.
+    #[error("invalid configuration:\n{}", .0.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads a file (or defaults when `None`), applies environment overrides, validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// Like [`Config::load`] with an explicit environment (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(format!("config file: {e}")))?;
+        apply_env_overrides(&mut table, env)?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let path = e.path().to_string();
+                let msg = e.inner().message().trim().to_string();
+                if path.is_empty() || path == "." {
+                    ConfigError::Parse(format!("configuration: {msg}"))
+                } else {
+                    ConfigError::Parse(format!("configuration key {path}: {msg}"))
+                }
+            },
+        )?;
+        Ok(cfg)
+    }
+
+    /// Checks values; returns every problem found, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            errs.push(format!(
+                "server.listen = {:?}: expected host:port such as \"127.0.0.1:10080\"",
+                self.server.listen
+            ));
+        }
+        if !self.server.admin_listen.is_empty()
+            && self.server.admin_listen.parse::<SocketAddr>().is_err()
+        {
+            errs.push(format!(
+                "server.admin_listen = {:?}: expected host:port or empty",
+                self.server.admin_listen
+            ));
+        }
+        for p in &self.server.trusted_proxies {
+            if parse_net(p).is_none() {
+                errs.push(format!(
+                    "server.trusted_proxies: {p:?} is not an IP address or CIDR"
+                ));
+            }
+        }
+        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
+            errs.push("server.tls_cert and server.tls_key: set both or neither".into());
+        }
+        for (k, v) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+        ] {
+            if !v.is_empty() && !Path::new(v).is_file() {
+                errs.push(format!("{k} = {v:?}: file not found"));
+            }
+        }
+        if self.server.max_connections == 0 {
+            errs.push("server.max_connections must be at least 1".into());
+        }
+        if self.server.header_read_timeout_s == 0 {
+            errs.push("server.header_read_timeout_s must be at least 1".into());
+        }
+        if self.server.max_headers == 0 {
+            errs.push("server.max_headers must be at least 1".into());
+        }
+        if self.server.max_header_bytes < 1024 {
+            errs.push("server.max_header_bytes must be at least 1024".into());
+        }
+        match self.origin.url.split_once("://") {
+            Some(("http" | "https", rest)) if !rest.is_empty() => {
+                if self.origin.url.parse::<http::Uri>().is_err() {
+                    errs.push(format!(
+                        "origin.url = {:?}: not a valid URL",
+                        self.origin.url
+                    ));
+                }
+            }
+            Some(("file", rest)) if rest.starts_with('/') => {}
+            _ => errs.push(format!(
+                "origin.url = {:?}: expected http://host:port, https://host:port or file:///folder",
+                self.origin.url
+            )),
+        }
+        for (k, v) in [
+            ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
+            (
+                "origin.playlist_timeout_ms",
+                self.origin.playlist_timeout_ms,
+            ),
+            ("origin.timeout_ms", self.origin.timeout_ms),
+            ("store.op_timeout_ms", self.store.op_timeout_ms),
+            ("traffic.interval_s", self.traffic.interval_s),
+            ("auth.session_ttl_s", self.auth.session_ttl_s),
+            ("auth.user_session_ttl_s", self.auth.user_session_ttl_s),
+            ("auth.ip_access_ttl_s", self.auth.ip_access_ttl_s),
+            ("protect.key_use_ttl_s", self.protect.key_use_ttl_s),
+            (
+                "protect.token_replay_ttl_s",
+                self.protect.token_replay_ttl_s,
+            ),
+        ] {
+            if v == 0 {
+                errs.push(format!("{k} must be greater than 0"));
+            }
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&self.origin.chunk_bytes) {
+            errs.push("origin.chunk_bytes must be between 4096 and 16777216".into());
+        }
+        if self.origin.buffer_bytes < self.origin.chunk_bytes {
+            errs.push("origin.buffer_bytes must be at least origin.chunk_bytes".into());
+        }
+        let scheme = self.store.url.split_once("://").map(|(s, _)| s);
+        if !matches!(
+            scheme,
+            Some("memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster")
+        ) {
+            errs.push(format!(
+                "store.url = {:?}: expected memory://, redis://, rediss:// or redis+cluster://",
+                redact_url(&self.store.url)
+            ));
+        }
+        if self.auth.max_paths_per_cidr == 0 {
+            errs.push("auth.max_paths_per_cidr must be at least 1".into());
+        }
+        for p in &self.auth.ipv6_prefixes {
+            if *p == 0 || *p > 128 {
+                errs.push(format!(
+                    "auth.ipv6_prefixes: {p} is not a prefix length between 1 and 128"
+                ));
+            }
+        }
+        for p in &self.auth.fixed_ip_whitelist {
+            if parse_net(p).is_none() {
+                errs.push(format!(
+                    "auth.fixed_ip_whitelist: {p:?} is not an IP address or CIDR"
+                ));
+            }
+        }
+        for (k, v) in [
+            (
+                "auth.skip_validation_suffixes",
+                &self.auth.skip_validation_suffixes,
+            ),
+            ("protect.static_suffixes", &self.protect.static_suffixes),
+        ] {
+            for s in v {
+                if s.is_empty() {
+                    errs.push(format!("{k}: empty suffix"));
+                }
+            }
+        }
+        for (name, cl) in [
+            ("download_tool", self.auth.playlist_limits.download_tool),
+            ("mobile_browser", self.auth.playlist_limits.mobile_browser),
+            ("desktop_browser", self.auth.playlist_limits.desktop_browser),
+            ("unknown", self.auth.playlist_limits.unknown),
+        ] {
+            if cl.window_s == 0 {
+                errs.push(format!(
+                    "auth.playlist_limits.{name}.window_s must be greater than 0"
+                ));
+            }
+        }
+        let base = &self.auth.safe_key_redirect_base;
+        if !(base.is_empty()
+            || base.starts_with("http://")
+            || base.starts_with("https://")
+            || base.starts_with('/'))
+        {
+            errs.push("auth.safe_key_redirect_base must start with http://, https:// or /".into());
+        }
+        for o in &self.cors.allow_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                errs.push(format!(
+                    "cors.allow_origins: {o:?} is not an origin like https://site.example"
+                ));
+            }
+        }
+        if !self.traffic.report_url.is_empty()
+            && self.traffic.report_url.parse::<http::Uri>().is_err()
+        {
+            errs.push(format!(
+                "traffic.report_url = {:?}: not a valid URL",
+                self.traffic.report_url
+            ));
+        }
+        if self.protect.key_max_uses == 0 {
+            errs.push("protect.key_max_uses must be at least 1".into());
+        }
+        if self.protect.token_max_uses == 0 {
+            errs.push("protect.token_max_uses must be at least 1".into());
+        }
+        if self.protect.max_pairs_per_uid == 0 {
+            errs.push("protect.max_pairs_per_uid must be at least 1".into());
+        }
+        if self.protect.js_whitelist && self.protect.js_whitelist_secret.is_empty() {
+            errs.push(
+                "protect.js_whitelist_secret is required when protect.js_whitelist = true".into(),
+            );
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            errs.push(format!(
+                "log.format = {:?}: expected \"text\" or \"json\"",
+                self.log.format
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            errs.push(format!(
+                "log.level = {:?}: not a valid level or filter",
+                self.log.level
+            ));
+        }
+        if !self.sockets.congestion_control.is_empty()
+            && !self
+                .sockets
+                .congestion_control
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            errs.push(format!(
+                "sockets.congestion_control = {:?}: not an algorithm name",
+                self.sockets.congestion_control
+            ));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+
+    /// Checks that the secrets a server needs are present (not needed by `sign`).
+    pub fn validate_secrets(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        if self.auth.secret.is_empty() {
+            errs.push(
+                "auth.secret is required (set it in the file or FILEPROXY_AUTH__SECRET)".into(),
+            );
+        }
+        if self.auth.whitelist_api_key.is_empty() {
+            errs.push(
+                "auth.whitelist_api_key is required (set it in the file or FILEPROXY_AUTH__WHITELIST_API_KEY)"
+                    .into(),
+            );
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+}
+
+/// Parses `1.2.3.4`, `::1`, `10.0.0.0/8` or `2001:db8::/32` into a network.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Some(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+/// Hides the password of a store URL for messages and `/health`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Applies `FILEPROXY_<SECTION>__<KEY>[__<SUBKEY>]` variables onto the parsed table.
+///
+/// Values are parsed as TOML (so `true`, `42`, `["a","b"]` work); anything that does
+/// not parse as TOML is taken as a plain string.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: &[(String, String)],
+) -> Result<(), ConfigError> {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+            // FILEPROXY_CONFIG and similar single-word variables are not key overrides.
+            continue;
+        }
+        let value = parse_env_value(raw);
+        let mut cur = &mut *table;
+        for p in &parts[..parts.len() - 1] {
+            let entry = cur
+                .entry(p.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = match entry {
+                toml::Value::Table(t) => t,
+                _ => {
+                    return Err(ConfigError::Parse(format!(
+                        "{name}: {} is not a section",
+                        parts.join(".")
+                    )))
+                }
+            };
+        }
+        if let Some(last) = parts.last() {
+            cur.insert(last.clone(), value);
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let wrapped = format!("v = {raw}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Config::load_with_env(Some(&p), &env)
+    }
+
+    #[test]
+    fn defaults_match_spec() {
+        let c = Config::default();
+        assert_eq!(c.server.listen, "127.0.0.1:10080");
+        assert_eq!(c.server.shutdown_grace_s, 30);
+        assert_eq!(c.origin.connect_timeout_ms, 15000);
+        assert_eq!(c.origin.playlist_timeout_ms, 30000);
+        assert_eq!(c.origin.timeout_ms, 120000);
+        assert_eq!(c.store.url, "memory://");
+        assert_eq!(c.auth.session_ttl_s, 7200);
+        assert_eq!(c.auth.max_paths_per_cidr, 3);
+        assert_eq!(c.auth.ipv6_prefixes, vec![64, 56, 48]);
+        assert_eq!(c.auth.playlist_limits.mobile_browser.window_s, 180);
+        assert_eq!(c.traffic.min_bytes, 1_048_576);
+        assert_eq!(c.protect.key_use_ttl_s, 9600);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+        let err = load("[nosuch]\na = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("nosuch"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = load("[server]\nshutdown_grace_s = \"soon\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("shutdown_grace_s"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_unknown_env_keys_fail() {
+        let c = load(
+            "[auth]\nsecret = \"file\"\n",
+            &[
+                ("FILEPROXY_AUTH__SECRET", "env-secret"),
+                ("FILEPROXY_SERVER__SHUTDOWN_GRACE_S", "5"),
+                ("FILEPROXY_CORS__ALLOW_ORIGINS", "[\"https://a.example\"]"),
+                ("FILEPROXY_AUTH__PLAYLIST_LIMITS__BROWSERS", "{ qq = 2 }"),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.auth.secret, "env-secret");
+        assert_eq!(c.server.shutdown_grace_s, 5);
+        assert_eq!(c.cors.allow_origins, vec!["https://a.example"]);
+        assert_eq!(c.auth.playlist_limits.browsers.get("qq"), Some(&2));
+        let err = load("", &[("FILEPROXY_SERVER__NOPE", "1")]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_each_named() {
+        let c = load(
+            "[server]\nlisten = \"nowhere\"\ntrusted_proxies = [\"x.y\"]\n[origin]\nurl = \"ftp://a\"\n[store]\nurl = \"mongo://a\"\n",
+            &[],
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for key in [
+            "server.listen",
+            "server.trusted_proxies",
+            "origin.url",
+            "store.url",
+        ] {
+            assert!(msg.contains(key), "{key} missing in {msg}");
+        }
+    }
+
+    #[test]
+    fn secrets_never_in_debug() {
+        let mut c = Config::default();
+        c.auth.secret = "s3cr3t-value".into();
+        c.auth.admin_token = "adm1n-value".into();
+        c.traffic.api_key = "k3y-value".into();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t") && !dbg.contains("adm1n") && !dbg.contains("k3y"));
+    }
+
+    #[test]
+    fn redacts_store_password() {
+        assert_eq!(redact_url("redis://:pw@h:6379/2"), "redis://***@h:6379/2");
+        assert_eq!(redact_url("memory://"), "memory://");
+    }
+}

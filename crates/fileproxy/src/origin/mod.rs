@@ -1,0 +1,115 @@
+//! Origins: where the bytes come from — an HTTP(S) server through a connection pool,
+//! or a local folder (`file://`).
+//!
+//! The pipeline hands an [`OriginRequest`] to [`Origin::fetch`] and gets back the
+//! origin's response with a streaming body. Header filtering towards the viewer
+//! (hop-by-hop, CORS) is the pipeline's job, not the origin's.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+
+pub mod file;
+pub mod http_origin;
+
+/// A response body as streamed from an origin.
+pub type OriginBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Which first-byte timeout applies to a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchClass {
+    /// `.m3u8` playlists (`origin.playlist_timeout_ms`).
+    Playlist,
+    /// Everything else (`origin.timeout_ms`).
+    Other,
+}
+
+/// What the pipeline asks of an origin.
+#[derive(Debug, Clone)]
+pub struct OriginRequest {
+    /// `GET` or `HEAD`.
+    pub method: Method,
+    /// The request path exactly as the viewer sent it (percent-encoded, leading `/`,
+    /// no query string).
+    pub path: String,
+    /// Viewer headers to forward: `User-Agent`, `Range`, `If-Range`,
+    /// `If-Modified-Since`, `If-None-Match` (only those present).
+    pub headers: HeaderMap,
+    /// The viewer's address, sent as `X-Forwarded-For` to HTTP origins.
+    pub client_ip: IpAddr,
+    /// Playlist or other (selects the timeout).
+    pub class: FetchClass,
+}
+
+/// Why a fetch failed before a response could be streamed.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// Connection refused, reset, DNS failure, TLS failure, broken response → 502.
+    #[error("origin unreachable: {0}")]
+    Unreachable(String),
+    /// Connect or first byte past its timeout → 504.
+    #[error("origin timed out after {0:?}")]
+    Timeout(Duration),
+    /// The path cannot be served (escapes the root, invalid encoding) → 400.
+    #[error("bad path: {0}")]
+    BadPath(String),
+}
+
+/// Connection-pool figures for `/health` and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PoolState {
+    /// `http`, `https` or `file`.
+    pub kind: &'static str,
+    /// Fetches currently in flight (connections in use).
+    pub in_flight: u64,
+    /// New connections opened so far.
+    pub connections_opened: u64,
+    /// Connect attempts that timed out so far.
+    pub connect_timeouts: u64,
+}
+
+/// The configured origin.
+pub enum Origin {
+    /// An HTTP(S) origin server behind a connection pool.
+    Http(http_origin::HttpOrigin),
+    /// A local folder.
+    File(file::FileOrigin),
+}
+
+impl Origin {
+    /// Builds the origin named by `cfg.url`.
+    pub fn from_config(cfg: &crate::config::OriginConfig) -> anyhow::Result<Origin> {
+        if let Some(rest) = cfg.url.strip_prefix("file://") {
+            Ok(Origin::File(file::FileOrigin::new(rest, cfg)?))
+        } else {
+            Ok(Origin::Http(http_origin::HttpOrigin::new(cfg)?))
+        }
+    }
+
+    /// Fetches `req.path` from the origin.
+    pub async fn fetch(&self, req: OriginRequest) -> Result<Response<OriginBody>, OriginError> {
+        match self {
+            Origin::Http(o) => o.fetch(req).await,
+            Origin::File(o) => o.fetch(req).await,
+        }
+    }
+
+    /// Pool figures for `/health` and metrics.
+    pub fn pool_state(&self) -> PoolState {
+        match self {
+            Origin::Http(o) => o.pool_state(),
+            Origin::File(o) => o.pool_state(),
+        }
+    }
+
+    /// The origin's base URL for `/probe/backend` (no credentials).
+    pub fn describe_url(&self, path: &str) -> String {
+        match self {
+            Origin::Http(o) => o.url_for(path),
+            Origin::File(o) => o.url_for(path),
+        }
+    }
+}
