@@ -6,5 +6,6 @@
 //! plain logic over a [`store::Store`]) → `origin` (HTTP pool or files) → `stream`
 //! (bounded, backpressured body) → accounting (metrics, traffic, access log).
 
+pub mod access;
 pub mod config;
 pub mod store;
