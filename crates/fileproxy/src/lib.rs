@@ -7,4 +7,5 @@
 //! (bounded, backpressured body) → accounting (metrics, traffic, access log).
 
 pub mod config;
+pub mod origin;
 pub mod store;
