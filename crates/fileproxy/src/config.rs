@@ -144,6 +144,9 @@ pub struct StoreConfig {
     pub url: String,
     /// Timeout of one store operation in milliseconds.
     pub op_timeout_ms: u64,
+    /// PEM file of the CA that signed the Redis server's certificate (`rediss://`);
+    /// empty → the bundled public (webpki) roots.
+    pub tls_ca_file: String,
 }
 
 impl Default for StoreConfig {
@@ -151,6 +154,7 @@ impl Default for StoreConfig {
         Self {
             url: "memory://".into(),
             op_timeout_ms: 2_000,
+            tls_ca_file: String::new(),
         }
     }
 }

@@ -8,4 +8,5 @@
 
 pub mod access;
 pub mod config;
+pub mod origin;
 pub mod store;

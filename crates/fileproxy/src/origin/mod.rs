@@ -6,6 +6,8 @@
 //! (hop-by-hop, CORS) is the pipeline's job, not the origin's.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,6 +71,57 @@ pub struct PoolState {
     pub connections_opened: u64,
     /// Connect attempts that timed out so far.
     pub connect_timeouts: u64,
+}
+
+/// Live counters behind [`PoolState`], shared by an origin and its bodies.
+#[derive(Debug, Default)]
+pub(crate) struct PoolCounters {
+    /// Fetches started and not yet finished (body ended or dropped).
+    in_flight: AtomicU64,
+    /// Connections opened.
+    connections_opened: AtomicU64,
+    /// Connect attempts that timed out.
+    connect_timeouts: AtomicU64,
+}
+
+impl PoolCounters {
+    /// The figures now, labelled with `kind`.
+    pub(crate) fn snapshot(&self, kind: &'static str) -> PoolState {
+        PoolState {
+            kind,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            connections_opened: self.connections_opened.load(Ordering::Relaxed),
+            connect_timeouts: self.connect_timeouts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts one new connection.
+    pub(crate) fn connection_opened(&self) {
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one connect timeout.
+    pub(crate) fn connect_timed_out(&self) {
+        self.connect_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Holds one unit of `in_flight` until dropped (moved into the response body).
+#[derive(Debug)]
+pub(crate) struct InFlightGuard(Arc<PoolCounters>);
+
+impl InFlightGuard {
+    /// Counts a fetch as started.
+    pub(crate) fn start(counters: &Arc<PoolCounters>) -> Self {
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(counters))
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The configured origin.

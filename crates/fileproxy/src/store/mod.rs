@@ -10,6 +10,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::{redact_url, StoreConfig};
+
+pub mod memory;
+pub mod redis;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -22,6 +27,14 @@ pub enum StoreError {
     /// A stored value was not what the caller expected (e.g. not an integer).
     #[error("store value malformed: {0}")]
     Malformed(String),
+    /// [`update_json`] kept losing its compare-and-set to concurrent writers.
+    #[error("store update of {key:?} gave up after {attempts} conflicting attempts")]
+    Contended {
+        /// Key being updated.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
 }
 
 /// Result of an atomic windowed increment.
@@ -124,3 +137,96 @@ pub trait Store: Send + Sync + 'static {
 
 /// A shared handle to the configured store.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Longest TTL either backend stores (ten years); longer ones are clamped to it.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// A TTL as whole milliseconds as both backends apply it: at least 1 ms (Redis
+/// rejects `PX 0`), at most [`MAX_TTL`].
+pub fn ttl_millis(ttl: Duration) -> u64 {
+    let max = MAX_TTL.as_millis();
+    u64::try_from(ttl.as_millis().clamp(1, max)).unwrap_or(u64::MAX)
+}
+
+/// How often the in-process store sweeps expired entries in the background.
+const MEMORY_SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Opens the store named by `store.url`.
+///
+/// `memory://` gives a fresh [`memory::MemoryStore`] with a background sweeper.
+/// `redis://`, `rediss://`, `redis+cluster://` and `rediss+cluster://` give a
+/// [`redis::RedisStore`]. A malformed URL or an unreadable `store.tls_ca_file` is an
+/// error, but an unreachable Redis is not: the store is returned anyway (a warning is
+/// logged), its operations fail with [`StoreError::Unavailable`] or
+/// [`StoreError::Timeout`] until Redis answers, and it reconnects by itself, so the
+/// server can start and report the outage on `/health`. Must run inside Tokio.
+pub async fn open(cfg: &StoreConfig) -> anyhow::Result<SharedStore> {
+    match cfg.url.split_once("://") {
+        Some(("memory", "")) => {
+            let store = Arc::new(memory::MemoryStore::new());
+            store.spawn_sweeper(MEMORY_SWEEP_EVERY);
+            Ok(store)
+        }
+        Some(("memory", _)) => anyhow::bail!(
+            "store.url = {:?}: memory:// takes nothing after the scheme",
+            redact_url(&cfg.url)
+        ),
+        Some(("redis" | "rediss" | "redis+cluster" | "rediss+cluster", _)) => {
+            Ok(Arc::new(redis::RedisStore::open(cfg).await?))
+        }
+        _ => anyhow::bail!(
+            "store.url = {:?}: expected memory://, redis://, rediss://, redis+cluster:// or rediss+cluster://",
+            redact_url(&cfg.url)
+        ),
+    }
+}
+
+/// Attempts [`update_json`] makes before giving up with [`StoreError::Contended`].
+pub const UPDATE_ATTEMPTS: u32 = 64;
+
+/// Read-modify-write of one key without locks: reads the value, lets `f` compute the
+/// new one, and writes it with [`Store::compare_and_set`] (and `ttl`) only if nobody
+/// changed the key in between; otherwise reads again and retries, at most
+/// [`UPDATE_ATTEMPTS`] times. `f` sees the current value (`None` = absent) and returns
+/// the new value, or `None` to leave the key unchanged. Returns the value written, or
+/// `None` when `f` declined.
+///
+/// Every failed swap means another writer succeeded, so with fewer than
+/// [`UPDATE_ATTEMPTS`] concurrent writers on one key every update lands.
+pub async fn update_json<F>(
+    store: &dyn Store,
+    key: &str,
+    ttl: Duration,
+    mut f: F,
+) -> Result<Option<String>, StoreError>
+where
+    F: FnMut(Option<&str>) -> Option<String>,
+{
+    for attempt in 0..UPDATE_ATTEMPTS {
+        let current = store.get(key).await?;
+        let Some(new) = f(current.as_deref()) else {
+            return Ok(None);
+        };
+        if store
+            .compare_and_set(key, current.as_deref(), &new, ttl)
+            .await?
+        {
+            return Ok(Some(new));
+        }
+        // Lost the race: back off a little (randomised) so contenders spread out.
+        if attempt < 2 {
+            tokio::task::yield_now().await;
+        } else {
+            let micros = {
+                use rand::Rng;
+                let cap = 200 * u64::from(attempt.min(20));
+                rand::thread_rng().gen_range(0..=cap)
+            };
+            tokio::time::sleep(Duration::from_micros(micros)).await;
+        }
+    }
+    Err(StoreError::Contended {
+        key: key.to_string(),
+        attempts: UPDATE_ATTEMPTS,
+    })
+}
