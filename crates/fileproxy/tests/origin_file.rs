@@ -388,6 +388,54 @@ async fn missing_files_and_directories_are_404() {
 }
 
 #[tokio::test]
+async fn fifo_is_not_served_and_does_not_hang() {
+    let f = fixture();
+    let fifo = f.dir.path().join("root/media/demo/pipe.ts");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: `c` is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    // Guard against a hang only (opening a FIFO blocks without O_NONBLOCK).
+    let (status, _, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        get(&f.origin, "/media/demo/pipe.ts", &[]),
+    )
+    .await
+    .expect("opening a FIFO hung");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn large_chunks_are_filled_across_reads() {
+    // tokio reads a file at most 2 MiB at a time; a 4 MiB chunk takes several reads.
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(5 * 1024 * 1024 + 123);
+    std::fs::write(dir.path().join("big.ts"), &data).unwrap();
+    let cfg = OriginConfig {
+        chunk_bytes: 4 * 1024 * 1024,
+        ..OriginConfig::default()
+    };
+    let origin = FileOrigin::new(dir.path().to_str().unwrap(), &cfg).unwrap();
+    let resp = origin
+        .fetch(request(Method::GET, "/big.ts", &[]))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    assert_eq!(
+        http_body::Body::size_hint(&body).exact(),
+        Some(data.len() as u64)
+    );
+    let mut got = Vec::new();
+    let mut sizes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let chunk = frame.unwrap().into_data().unwrap();
+        sizes.push(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(sizes, [4 * 1024 * 1024, 1024 * 1024 + 123]);
+    assert!(got == data);
+}
+
+#[tokio::test]
 async fn traversal_attempts_are_refused() {
     let f = fixture();
     for path in [

@@ -190,8 +190,10 @@ impl FileOrigin {
 async fn open_no_follow(path: &Path) -> io::Result<tokio::fs::File> {
     let mut opts = tokio::fs::OpenOptions::new();
     opts.read(true);
+    // O_NONBLOCK: opening a FIFO must not hang (it is then refused as not a file);
+    // it changes nothing for regular files.
     #[cfg(unix)]
-    opts.custom_flags(libc::O_NOFOLLOW);
+    opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     opts.open(path).await
 }
 
@@ -509,15 +511,17 @@ fn not_found() -> Response<OriginBody> {
     empty_response(StatusCode::NOT_FOUND, &[])
 }
 
-/// Streams `remaining` bytes from an open, positioned file in `chunk_bytes` reads.
+/// Streams a byte range from an open, positioned file in chunks of `chunk_bytes`
+/// (a chunk is filled by as many reads as it takes, so a large `chunk_bytes` is not
+/// wasted on small reads).
 struct FileBody {
     /// The file limited to the range; `None` once finished.
     reader: Option<tokio::io::Take<tokio::fs::File>>,
-    /// Bytes still to send.
+    /// Bytes not yet read from the file.
     remaining: u64,
-    /// Bytes per read.
+    /// Bytes per chunk.
     chunk_bytes: usize,
-    /// Buffer of the read in progress.
+    /// The chunk being filled (read, not yet sent).
     buf: BytesMut,
     /// Released when the body ends or is dropped.
     guard: Option<InFlightGuard>,
@@ -528,6 +532,8 @@ impl FileBody {
     fn finish(&mut self) {
         self.reader = None;
         self.guard = None;
+        self.remaining = 0;
+        self.buf = BytesMut::new();
     }
 }
 
@@ -540,49 +546,51 @@ impl Body for FileBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let Some(reader) = this.reader.as_mut() else {
-            return Poll::Ready(None);
-        };
-        if this.remaining == 0 {
-            this.finish();
-            return Poll::Ready(None);
-        }
-        if this.buf.capacity() == 0 {
-            let want = usize::try_from(this.remaining)
-                .unwrap_or(usize::MAX)
-                .min(this.chunk_bytes);
-            this.buf = BytesMut::with_capacity(want);
-        }
-        match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut this.buf) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => {
-                this.finish();
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(Ok(0)) => {
-                this.finish();
-                Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being sent",
-                ))))
-            }
-            Poll::Ready(Ok(n)) => {
-                this.remaining = this.remaining.saturating_sub(n as u64);
+        loop {
+            let Some(reader) = this.reader.as_mut() else {
+                return Poll::Ready(None);
+            };
+            if this.remaining == 0 {
                 let chunk = std::mem::take(&mut this.buf).freeze();
-                if this.remaining == 0 {
+                this.finish();
+                return Poll::Ready((!chunk.is_empty()).then(|| Ok(Frame::data(chunk))));
+            }
+            if this.buf.capacity() == 0 {
+                let want = usize::try_from(this.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(this.chunk_bytes);
+                this.buf = BytesMut::with_capacity(want);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(reader), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
                     this.finish();
+                    return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(Some(Ok(Frame::data(chunk))))
+                Poll::Ready(Ok(0)) => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being sent",
+                    ))));
+                }
+                Poll::Ready(Ok(n)) => {
+                    this.remaining = this.remaining.saturating_sub(n as u64);
+                    if this.buf.len() == this.buf.capacity() && this.remaining > 0 {
+                        let chunk = std::mem::take(&mut this.buf).freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        self.reader.is_none() || (self.remaining == 0 && self.buf.is_empty())
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        SizeHint::with_exact(self.remaining + self.buf.len() as u64)
     }
 }
 
