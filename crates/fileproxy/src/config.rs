@@ -131,7 +131,7 @@ impl Default for OriginConfig {
             pool_max_idle_per_host: 64,
             pool_idle_timeout_s: 60,
             chunk_bytes: 64 * 1024,
-            buffer_bytes: 256 * 1024,
+            buffer_bytes: 64 * 1024,
         }
     }
 }

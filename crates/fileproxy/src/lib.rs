@@ -1,12 +1,21 @@
 //! FileProxy: an authenticated edge proxy for HLS video.
 //!
 //! A request flows top to bottom through small modules, one job each:
-//! `server` (listeners, TLS, limits) → `client_ip` (trusted proxies) → `classify`
-//! (suffix, key path) → `access` (whitelist → session → playlist token and count,
-//! plain logic over a [`store::Store`]) → `origin` (HTTP pool or files) → `stream`
-//! (bounded, backpressured body) → accounting (metrics, traffic, access log).
+//! `server` (listeners, TLS, limits) → `pipeline` (routing, client identity,
+//! classification) → `access` (whitelist → session → playlist token and count, plain
+//! logic over a [`store::Store`]) → `origin` (HTTP pool or files) → `stream` (bounded,
+//! backpressured body) → accounting (counters, traffic, access log).
 
 pub mod access;
 pub mod config;
+pub mod health;
+pub mod logging;
 pub mod origin;
+pub mod pipeline;
+pub mod quickstart;
+pub mod response;
+pub mod serve;
+pub mod server;
 pub mod store;
+pub mod stream;
+pub mod telemetry;

@@ -131,6 +131,10 @@ impl HttpOrigin {
             .pool_idle_timeout(Duration::from_secs(cfg.pool_idle_timeout_s))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // Bounds what is read ahead from the origin per transfer: hyper grows its
+            // read buffer up to this size while the viewer is slower than the origin.
+            .http1_max_buf_size(cfg.buffer_bytes.max(8192))
+            .http2_initial_stream_window_size(u32::try_from(cfg.buffer_bytes).unwrap_or(u32::MAX))
             .build(connector);
 
         Ok(HttpOrigin {

@@ -1,0 +1,47 @@
+//! `GET /health`: liveness and readiness — store reachability and round-trip latency,
+//! origin pool state, version. `503` when the store is down. Never any secret.
+
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+
+use crate::pipeline::App;
+use crate::response::{self, Body};
+
+/// Answers `/health`.
+pub async fn handle(app: &App) -> Response<Body> {
+    let timeout = Duration::from_millis(app.config.store.op_timeout_ms);
+    let store = match tokio::time::timeout(timeout, app.store.ping()).await {
+        Ok(Ok(latency)) => serde_json::json!({
+            "kind": app.store.kind(),
+            "reachable": true,
+            "latency_ms": latency.as_secs_f64() * 1000.0,
+        }),
+        Ok(Err(e)) => serde_json::json!({
+            "kind": app.store.kind(), "reachable": false, "error": e.to_string(),
+        }),
+        Err(_) => serde_json::json!({
+            "kind": app.store.kind(), "reachable": false, "error": "ping timed out",
+        }),
+    };
+    let ok = store["reachable"].as_bool().unwrap_or(false);
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": app.started.elapsed().as_secs(),
+        "store": store,
+        "origin": app.origin.pool_state(),
+        "server": app.counters.snapshot(),
+    });
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = response::json(status, &body);
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}

@@ -1,0 +1,7 @@
+//! Listeners: TCP accept loops, socket tuning, TLS, HTTP/1.1 + HTTP/2, graceful shutdown.
+
+pub mod listener;
+pub mod sockopt;
+pub mod tls;
+
+pub use listener::{serve, shutdown_signal, BoundListener, Surface};
