@@ -1,0 +1,5 @@
+//! Helpers shared by integration tests (each test binary includes what it uses).
+
+#![allow(dead_code)]
+
+pub mod redis;
