@@ -116,6 +116,7 @@ impl RedisServerBuilder {
             let mut server = RedisServer {
                 port: fixed.unwrap_or_else(free_port),
                 child: None,
+                bus_port: if self.cluster { free_port() } else { 0 },
                 opts: self.clone(),
                 dir: tempfile::tempdir().map_err(|e| e.to_string())?,
                 paused: false,
@@ -135,6 +136,8 @@ pub struct RedisServer {
     /// Port it listens on (the TLS port when TLS is on).
     pub port: u16,
     child: Option<Child>,
+    /// Cluster bus port (kept across restarts).
+    bus_port: u16,
     opts: RedisServerBuilder,
     dir: tempfile::TempDir,
     paused: bool,
@@ -250,7 +253,7 @@ impl RedisServer {
                 .arg("5000")
                 // The bus port defaults to port + 10000, which may be taken or > 65535.
                 .arg("--cluster-port")
-                .arg(free_port().to_string());
+                .arg(self.bus_port.to_string());
         }
         cmd.args(&self.opts.extra);
         cmd.stdin(Stdio::null())
@@ -425,8 +428,22 @@ impl RedisCluster {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
+        let cluster = RedisCluster {
+            scheme: if tls.is_some() {
+                "rediss+cluster"
+            } else {
+                "redis+cluster"
+            },
+            nodes,
+        };
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    /// Waits (up to 30 s) until every node reports `cluster_state:ok`.
+    pub fn wait_ok(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &nodes {
+        for node in &self.nodes {
             loop {
                 let info = node.cli(&["CLUSTER", "INFO"]);
                 if info.contains("cluster_state:ok") {
@@ -438,14 +455,7 @@ impl RedisCluster {
                 sleep(Duration::from_millis(100));
             }
         }
-        Ok(RedisCluster {
-            scheme: if tls.is_some() {
-                "rediss+cluster"
-            } else {
-                "redis+cluster"
-            },
-            nodes,
-        })
+        Ok(())
     }
 
     /// `redis+cluster://[:password@]h1:p1,h2:p2,…` (`rediss+cluster://` with TLS).
