@@ -4,6 +4,12 @@
 //! (`memory://`) or across many processes sharing Redis (`redis://`, `rediss://`,
 //! `redis+cluster://`). Values are strings (JSON for structured entries, as the Python
 //! version writes them); keys are SPEC.md §6's.
+//!
+//! Both backends behave alike (one conformance suite, `tests/store_conformance.rs`,
+//! runs against each): TTLs are whole milliseconds clamped by [`ttl_millis`], expired
+//! keys are invisible, `get_many` reads a list as missing (like `MGET`), other type
+//! mix-ups are [`StoreError::Malformed`]. Atomic operations touch one key each, so on
+//! Redis Cluster they need no hash tags; `get_many` and `write` may span slots.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,8 @@
-//! Shared helpers for integration tests: real processes and servers on loopback.
+//! Shared helpers for integration tests: real processes and servers on loopback
+//! (each test binary includes what it uses).
+
+#![allow(dead_code)]
 
 pub mod origin;
 pub mod proxy;
+pub mod redis;

@@ -1,0 +1,711 @@
+//! One conformance suite for every [`Store`] backend: each check runs against a
+//! `MemoryStore` and against a `RedisStore` on a real `redis-server` started here;
+//! the whole suite also runs against a 3-node Redis Cluster and over TLS. Then
+//! Redis-only behaviour: password and database from the URL, reconnecting after a
+//! restart, starting while Redis is down, and timing out while Redis is frozen.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use fileproxy::config::StoreConfig;
+use fileproxy::store::{self, update_json, SharedStore, StoreError, Write};
+use support::redis::{free_port, RedisCluster, RedisServer, TlsFiles};
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_millis(300);
+/// Sleep that outlasts [`SHORT`] by a wide margin.
+const PAST_SHORT: Duration = Duration::from_millis(700);
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn cfg(url: &str, op_timeout_ms: u64) -> StoreConfig {
+    StoreConfig {
+        url: url.to_string(),
+        op_timeout_ms,
+        ..StoreConfig::default()
+    }
+}
+
+async fn open(url: &str) -> SharedStore {
+    store::open(&cfg(url, 2_000)).await.unwrap()
+}
+
+type Check = fn(SharedStore) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Every check, for the suites that run all of them on one backend.
+const ALL: &[(&str, Check)] = &[
+    ("get_set_ttl", |s| Box::pin(check_get_set_ttl(s))),
+    ("get_many", |s| Box::pin(check_get_many(s))),
+    ("write_batch", |s| Box::pin(check_write_batch(s))),
+    ("incr_window", |s| Box::pin(check_incr_window(s))),
+    ("incr_concurrent", |s| Box::pin(check_incr_concurrent(s))),
+    ("compare_and_set", |s| Box::pin(check_compare_and_set(s))),
+    ("update_json", |s| Box::pin(check_update_json(s))),
+    ("push_capped", |s| Box::pin(check_push_capped(s))),
+    ("type_errors", |s| Box::pin(check_type_errors(s))),
+    ("ping", |s| Box::pin(check_ping(s))),
+];
+
+/// Runs `check` on a fresh memory store, then on a fresh Redis.
+async fn on_both(check: Check) {
+    let memory = open("memory://").await;
+    assert_eq!(memory.kind(), "memory");
+    check(memory).await;
+
+    let server = RedisServer::start();
+    let redis = open(&server.url()).await;
+    assert_eq!(redis.kind(), "redis");
+    check(redis).await;
+}
+
+macro_rules! conformance {
+    ($($test:ident => $check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            on_both(|s| Box::pin($check(s))).await;
+        }
+    )*};
+}
+
+conformance! {
+    get_set_ttl => check_get_set_ttl,
+    get_many_with_missing_keys => check_get_many,
+    write_batch_set_expire_delete => check_write_batch,
+    incr_window_starts_at_first_and_is_not_extended => check_incr_window,
+    incr_window_concurrent_total_is_exact => check_incr_concurrent,
+    compare_and_set_absent_match_mismatch => check_compare_and_set,
+    update_json_concurrent_updaters_all_land => check_update_json,
+    push_capped_cap_order_and_range => check_push_capped,
+    type_errors_are_malformed => check_type_errors,
+    ping_answers => check_ping,
+}
+
+async fn check_get_set_ttl(st: SharedStore) {
+    assert_eq!(st.get("gs:k").await.unwrap(), None);
+    assert_eq!(st.ttl("gs:k").await.unwrap(), None);
+
+    st.set("gs:k", "v1", LONG).await.unwrap();
+    assert_eq!(st.get("gs:k").await.unwrap(), s("v1"));
+    let ttl = st.ttl("gs:k").await.unwrap().expect("ttl set");
+    assert!(ttl > Duration::ZERO && ttl <= LONG, "{ttl:?}");
+
+    st.set("gs:k", "v2", LONG).await.unwrap();
+    assert_eq!(st.get("gs:k").await.unwrap(), s("v2"));
+
+    st.set("gs:short", "x", SHORT).await.unwrap();
+    assert!(st.ttl("gs:short").await.unwrap().unwrap_or_default() <= SHORT);
+    // A zero TTL is clamped to 1 ms (Redis would reject PX 0): it expires at once.
+    st.set("gs:zero", "x", Duration::ZERO).await.unwrap();
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(st.get("gs:short").await.unwrap(), None);
+    assert_eq!(st.ttl("gs:short").await.unwrap(), None);
+    assert_eq!(st.get("gs:zero").await.unwrap(), None);
+    assert_eq!(st.get("gs:k").await.unwrap(), s("v2"));
+}
+
+async fn check_get_many(st: SharedStore) {
+    assert_eq!(
+        st.get_many(&[]).await.unwrap(),
+        Vec::<Option<String>>::new()
+    );
+    st.set("gm:a", "A", LONG).await.unwrap();
+    st.set("gm:c", "C", LONG).await.unwrap();
+    st.push_capped("gm:list", "x", 5, LONG).await.unwrap();
+    // Many keys, so a cluster spreads them over several slots and nodes.
+    let mut keys: Vec<String> = ["gm:a", "gm:b", "gm:c", "gm:a", "gm:list"]
+        .iter()
+        .map(|k| k.to_string())
+        .collect();
+    let mut want = vec![s("A"), None, s("C"), s("A"), None];
+    for i in 0..40 {
+        let k = format!("gm:n{i}");
+        if i % 3 == 0 {
+            st.set(&k, &i.to_string(), LONG).await.unwrap();
+            want.push(Some(i.to_string()));
+        } else {
+            want.push(None);
+        }
+        keys.push(k);
+    }
+    assert_eq!(st.get_many(&keys).await.unwrap(), want);
+    // A list reads as missing, like MGET.
+    assert_eq!(st.get("gm:list").await.unwrap(), None);
+}
+
+async fn check_write_batch(st: SharedStore) {
+    st.write(&[]).await.unwrap();
+    st.set("wb:del", "old", LONG).await.unwrap();
+    let mut batch = vec![
+        Write::Set {
+            key: "wb:x".into(),
+            value: "X".into(),
+            ttl: LONG,
+        },
+        Write::Set {
+            key: "wb:y".into(),
+            value: "Y".into(),
+            ttl: LONG,
+        },
+        Write::Expire {
+            key: "wb:x".into(),
+            ttl: SHORT,
+        },
+        Write::Delete {
+            key: "wb:del".into(),
+        },
+        Write::Expire {
+            key: "wb:missing".into(),
+            ttl: LONG,
+        },
+        Write::Set {
+            key: "wb:z".into(),
+            value: "Z".into(),
+            ttl: LONG,
+        },
+        Write::Delete { key: "wb:z".into() },
+    ];
+    for i in 0..20 {
+        batch.push(Write::Set {
+            key: format!("wb:n{i}"),
+            value: i.to_string(),
+            ttl: LONG,
+        });
+    }
+    st.write(&batch).await.unwrap();
+
+    assert_eq!(st.get("wb:x").await.unwrap(), s("X"));
+    assert!(st.ttl("wb:x").await.unwrap().unwrap_or_default() <= SHORT);
+    assert!(st.ttl("wb:y").await.unwrap().unwrap_or_default() > SHORT);
+    assert_eq!(st.get("wb:del").await.unwrap(), None);
+    assert_eq!(st.get("wb:z").await.unwrap(), None);
+    assert_eq!(
+        st.get("wb:missing").await.unwrap(),
+        None,
+        "EXPIRE creates nothing"
+    );
+    for i in 0..20 {
+        assert_eq!(
+            st.get(&format!("wb:n{i}")).await.unwrap(),
+            Some(i.to_string())
+        );
+    }
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(st.get("wb:x").await.unwrap(), None);
+    assert_eq!(st.get("wb:y").await.unwrap(), s("Y"));
+}
+
+async fn check_incr_window(st: SharedStore) {
+    let window = Duration::from_secs(3);
+    let first = st.incr_window("iw:c", window).await.unwrap();
+    assert_eq!(first.count, 1);
+    assert!(
+        first.ttl > Duration::ZERO && first.ttl <= window,
+        "{first:?}"
+    );
+    let pause = Duration::from_millis(500);
+    tokio::time::sleep(pause).await;
+    let second = st.incr_window("iw:c", window).await.unwrap();
+    assert_eq!(second.count, 2);
+    // Not extended: the window still ends where the first increment put it.
+    assert!(second.ttl <= window - pause, "{second:?}");
+    assert_eq!(st.get("iw:c").await.unwrap(), s("2"));
+    assert!(st.ttl("iw:c").await.unwrap().unwrap_or_default() <= window - pause);
+
+    // After the window the count starts over.
+    assert_eq!(st.incr_window("iw:short", SHORT).await.unwrap().count, 1);
+    assert_eq!(st.incr_window("iw:short", SHORT).await.unwrap().count, 2);
+    tokio::time::sleep(PAST_SHORT).await;
+    let again = st.incr_window("iw:short", SHORT).await.unwrap();
+    assert_eq!(again.count, 1);
+    assert!(again.ttl > Duration::ZERO && again.ttl <= SHORT);
+}
+
+async fn check_incr_concurrent(st: SharedStore) {
+    let (tasks, each) = (16u64, 25u64);
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let st = st.clone();
+        handles.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..each {
+                seen.push(st.incr_window("ic:c", LONG).await.unwrap().count);
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort_unstable();
+    // Every increment saw a distinct count: 1..=N, nothing lost or doubled.
+    assert_eq!(all, (1..=tasks * each).collect::<Vec<_>>());
+    assert_eq!(
+        st.get("ic:c").await.unwrap(),
+        Some((tasks * each).to_string())
+    );
+}
+
+async fn check_compare_and_set(st: SharedStore) {
+    assert!(st.compare_and_set("cas:k", None, "a", LONG).await.unwrap());
+    assert_eq!(st.get("cas:k").await.unwrap(), s("a"));
+    assert!(st.ttl("cas:k").await.unwrap().is_some());
+    assert!(!st.compare_and_set("cas:k", None, "b", LONG).await.unwrap());
+    assert!(!st
+        .compare_and_set("cas:k", Some("x"), "b", LONG)
+        .await
+        .unwrap());
+    assert_eq!(st.get("cas:k").await.unwrap(), s("a"));
+    assert!(st
+        .compare_and_set("cas:k", Some("a"), "b", LONG)
+        .await
+        .unwrap());
+    assert_eq!(st.get("cas:k").await.unwrap(), s("b"));
+    // Empty string is a value, not absence.
+    assert!(!st
+        .compare_and_set("cas:k", Some(""), "c", LONG)
+        .await
+        .unwrap());
+    assert!(st.compare_and_set("cas:e", None, "", LONG).await.unwrap());
+    assert!(!st.compare_and_set("cas:e", None, "x", LONG).await.unwrap());
+    assert!(st
+        .compare_and_set("cas:e", Some(""), "x", LONG)
+        .await
+        .unwrap());
+
+    assert!(!st
+        .compare_and_set("cas:missing", Some("a"), "z", LONG)
+        .await
+        .unwrap());
+    assert_eq!(st.get("cas:missing").await.unwrap(), None);
+
+    // The TTL applies, and an expired key counts as absent.
+    assert!(st.compare_and_set("cas:t", None, "v", SHORT).await.unwrap());
+    tokio::time::sleep(PAST_SHORT).await;
+    assert!(st.compare_and_set("cas:t", None, "w", LONG).await.unwrap());
+    assert_eq!(st.get("cas:t").await.unwrap(), s("w"));
+}
+
+async fn check_update_json(st: SharedStore) {
+    let n = 50u32;
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let st = st.clone();
+        handles.push(tokio::spawn(async move {
+            update_json(st.as_ref(), "uj:list", LONG, |cur| {
+                let mut v: Vec<u32> = cur
+                    .map(|c| serde_json::from_str(c).unwrap())
+                    .unwrap_or_default();
+                v.push(i);
+                Some(serde_json::to_string(&v).unwrap())
+            })
+            .await
+        }));
+    }
+    for h in handles {
+        assert!(h.await.unwrap().unwrap().is_some());
+    }
+    let stored: Vec<u32> =
+        serde_json::from_str(&st.get("uj:list").await.unwrap().unwrap()).unwrap();
+    assert_eq!(stored.len(), n as usize);
+    assert_eq!(
+        stored.iter().copied().collect::<BTreeSet<_>>(),
+        (0..n).collect()
+    );
+
+    // `None` from f leaves the key alone; the written value is returned.
+    let before = st.get("uj:list").await.unwrap();
+    assert_eq!(
+        update_json(st.as_ref(), "uj:list", LONG, |_| None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(st.get("uj:list").await.unwrap(), before);
+    assert_eq!(
+        update_json(st.as_ref(), "uj:new", SHORT, |cur| {
+            assert_eq!(cur, None);
+            Some("[1]".into())
+        })
+        .await
+        .unwrap(),
+        s("[1]")
+    );
+    assert!(st.ttl("uj:new").await.unwrap().unwrap_or_default() <= SHORT);
+}
+
+async fn check_push_capped(st: SharedStore) {
+    assert_eq!(
+        st.list_range("pc:missing", 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    for i in 1..=7 {
+        st.push_capped("pc:l", &i.to_string(), 5, LONG)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        st.list_range("pc:l", 10).await.unwrap(),
+        ["7", "6", "5", "4", "3"]
+    );
+    assert_eq!(st.list_range("pc:l", 2).await.unwrap(), ["7", "6"]);
+    assert_eq!(
+        st.list_range("pc:l", 0).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(st.list_range("pc:l", usize::MAX).await.unwrap().len(), 5);
+    assert!(st.ttl("pc:l").await.unwrap().unwrap_or_default() > SHORT);
+
+    // Each push resets the TTL (here to a shorter one), and the list then expires.
+    st.push_capped("pc:l", "8", 5, SHORT).await.unwrap();
+    assert!(st.ttl("pc:l").await.unwrap().unwrap_or_default() <= SHORT);
+    assert_eq!(st.list_range("pc:l", 1).await.unwrap(), ["8"]);
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(
+        st.list_range("pc:l", 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+
+    // Cap 1 keeps only the newest; cap 0 keeps nothing.
+    st.push_capped("pc:one", "a", 1, LONG).await.unwrap();
+    st.push_capped("pc:one", "b", 1, LONG).await.unwrap();
+    assert_eq!(st.list_range("pc:one", 10).await.unwrap(), ["b"]);
+    st.push_capped("pc:one", "c", 0, LONG).await.unwrap();
+    assert_eq!(
+        st.list_range("pc:one", 10).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(st.ttl("pc:one").await.unwrap(), None);
+}
+
+fn assert_malformed<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    assert!(matches!(r, Err(StoreError::Malformed(_))), "{r:?}");
+}
+
+async fn check_type_errors(st: SharedStore) {
+    st.set("te:str", "abc", LONG).await.unwrap();
+    st.push_capped("te:list", "x", 3, LONG).await.unwrap();
+    assert_malformed(st.incr_window("te:str", LONG).await);
+    assert_malformed(st.incr_window("te:list", LONG).await);
+    assert_malformed(st.compare_and_set("te:list", None, "v", LONG).await);
+    assert_malformed(st.push_capped("te:str", "x", 3, LONG).await);
+    assert_malformed(st.list_range("te:str", 3).await);
+    // Nothing was changed by the failed calls.
+    assert_eq!(st.get("te:str").await.unwrap(), s("abc"));
+    assert_eq!(st.list_range("te:list", 5).await.unwrap(), ["x"]);
+}
+
+async fn check_ping(st: SharedStore) {
+    st.ping().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Whole suite on other Redis deployments.
+
+async fn run_all(st: SharedStore) {
+    for (name, check) in ALL {
+        eprintln!("check {name} on {}", st.kind());
+        check(st.clone()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_on_redis_cluster() {
+    let cluster = match RedisCluster::start(3, RedisServer::builder()) {
+        Ok(c) => c,
+        Err(e) if e.contains("cluster-enabled") || e.contains("Bad directive") => {
+            eprintln!("SKIP: redis-server cannot run in cluster mode: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let st = open(&cluster.url()).await;
+    assert_eq!(st.kind(), "redis-cluster");
+
+    // Make sure multi-key operations really span nodes: keys on every node.
+    let keys: Vec<String> = (0..30).map(|i| format!("span:{i}")).collect();
+    let writes: Vec<Write> = keys
+        .iter()
+        .map(|k| Write::Set {
+            key: k.clone(),
+            value: format!("v-{k}"),
+            ttl: LONG,
+        })
+        .collect();
+    st.write(&writes).await.unwrap();
+    for node in &cluster.nodes {
+        let n: u64 = node.cli(&["DBSIZE"]).parse().unwrap();
+        assert!(n > 0, "node {} got no key", node.addr());
+    }
+    let got = st.get_many(&keys).await.unwrap();
+    assert_eq!(
+        got,
+        keys.iter()
+            .map(|k| Some(format!("v-{k}")))
+            .collect::<Vec<_>>()
+    );
+
+    run_all(st).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsFiles::generate(dir.path());
+    let server = match RedisServer::builder().tls(tls.clone()).try_start() {
+        Ok(s) => s,
+        Err(e) if e.contains("TLS") && e.contains("support") => {
+            eprintln!("SKIP: redis-server was built without TLS: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert!(server.url().starts_with("rediss://"));
+
+    // Without our CA the server's certificate is not trusted.
+    let untrusted = store::open(&cfg(&server.url(), 2_000)).await.unwrap();
+    assert!(
+        matches!(untrusted.ping().await, Err(StoreError::Unavailable(_))),
+        "a self-signed certificate must be rejected"
+    );
+
+    let st: SharedStore = store::open(&StoreConfig {
+        tls_ca_file: tls.ca.to_string_lossy().into_owned(),
+        ..cfg(&server.url(), 2_000)
+    })
+    .await
+    .unwrap();
+    run_all(st.clone()).await;
+    // It really went to that server.
+    st.set("tls:probe", "yes", LONG).await.unwrap();
+    assert_eq!(server.cli(&["GET", "tls:probe"]), "yes");
+}
+
+// ---------------------------------------------------------------------------
+// Redis-only behaviour.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_password_and_db_from_url() {
+    let pw = "s3cr@t:pw/x";
+    let server = RedisServer::builder().password(pw).start();
+    let url = format!("{}/3", server.url());
+    assert!(url.contains("%40"), "password is percent-encoded: {url}");
+    let st = open(&url).await;
+    st.set("pdb:k", "in-db-3", LONG).await.unwrap();
+    assert_eq!(st.get("pdb:k").await.unwrap(), s("in-db-3"));
+    assert_eq!(server.cli(&["-n", "3", "GET", "pdb:k"]), "in-db-3");
+    assert_eq!(server.cli(&["-n", "0", "EXISTS", "pdb:k"]), "0");
+
+    // A wrong password: the store still opens, operations fail, the message never
+    // shows either password.
+    let wrong = format!("redis://:wr0ngpw@127.0.0.1:{}/3", server.port);
+    let bad = store::open(&cfg(&wrong, 1_000)).await.unwrap();
+    let err = bad.get("pdb:k").await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::Unavailable(_) | StoreError::Timeout),
+        "{msg}"
+    );
+    assert!(!msg.contains("wr0ngpw") && !msg.contains(pw), "{msg}");
+
+    // No password at all against a server that needs one.
+    let none = store::open(&cfg(&format!("redis://127.0.0.1:{}", server.port), 1_000))
+        .await
+        .unwrap();
+    assert!(none.get("pdb:k").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_counter_without_ttl_gets_its_window() {
+    let server = RedisServer::start();
+    let st = open(&server.url()).await;
+    // Written by someone else without a TTL (e.g. an older version).
+    assert_eq!(server.cli(&["SET", "nottl:c", "5"]), "OK");
+    assert_eq!(server.cli(&["PTTL", "nottl:c"]), "-1");
+    let c = st.incr_window("nottl:c", LONG).await.unwrap();
+    assert_eq!(c.count, 6);
+    assert!(c.ttl > Duration::ZERO && c.ttl <= LONG);
+    let pttl: i64 = server.cli(&["PTTL", "nottl:c"]).parse().unwrap();
+    assert!(pttl > 0 && pttl <= 60_000, "{pttl}");
+}
+
+/// Polls `ping` until it succeeds; panics if it never does within `tries` × 100 ms.
+async fn until_up(st: &SharedStore, tries: u32) {
+    for _ in 0..tries {
+        if st.ping().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("store never came back: {:?}", st.ping().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reconnects_after_restart_on_same_port() {
+    let mut server = RedisServer::start();
+    let st = store::open(&cfg(&server.url(), 500)).await.unwrap();
+    st.set("rc:k", "before", LONG).await.unwrap();
+
+    server.stop();
+    let err = st.get("rc:k").await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(_) | StoreError::Timeout),
+        "{err:?}"
+    );
+
+    server.restart();
+    until_up(&st, 200).await;
+    // A fresh, empty server (no persistence): the old key is gone, new writes work.
+    assert_eq!(st.get("rc:k").await.unwrap(), None);
+    st.set("rc:k", "after", LONG).await.unwrap();
+    assert_eq!(st.get("rc:k").await.unwrap(), s("after"));
+    assert_eq!(server.cli(&["GET", "rc:k"]), "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_store_opens_while_redis_is_down_and_connects_later() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let st = tokio::time::timeout(Duration::from_secs(30), store::open(&cfg(&url, 500)))
+        .await
+        .expect("open must not hang")
+        .expect("an unreachable Redis is not a start-up error");
+    assert!(st.ping().await.is_err());
+    assert!(st.incr_window("down:c", LONG).await.is_err());
+
+    let server = RedisServer::builder().port(port).start();
+    until_up(&st, 200).await;
+    assert_eq!(st.incr_window("down:c", LONG).await.unwrap().count, 1);
+    assert_eq!(server.cli(&["GET", "down:c"]), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_times_out_while_frozen_then_recovers() {
+    let mut server = RedisServer::start();
+    let st = store::open(&cfg(&server.url(), 300)).await.unwrap();
+    st.set("fz:a", "1", LONG).await.unwrap();
+
+    server.pause();
+    // Bounded by the op timeout, not a hang (the outer timeout only catches a hang).
+    let bound = Duration::from_secs(20);
+    let r = tokio::time::timeout(bound, st.get("fz:a"))
+        .await
+        .expect("hang");
+    assert!(matches!(r, Err(StoreError::Timeout)), "{r:?}");
+    let r = tokio::time::timeout(bound, st.incr_window("fz:c", LONG))
+        .await
+        .expect("hang");
+    assert!(matches!(r, Err(StoreError::Timeout)), "{r:?}");
+    let r = tokio::time::timeout(bound, st.ping()).await.expect("hang");
+    assert!(matches!(r, Err(StoreError::Timeout)), "{r:?}");
+
+    server.resume();
+    until_up(&st, 200).await;
+    // Late replies to the timed-out requests must not be handed to new ones.
+    st.set("fz:b", "2", LONG).await.unwrap();
+    assert_eq!(st.get("fz:a").await.unwrap(), s("1"));
+    assert_eq!(st.get("fz:b").await.unwrap(), s("2"));
+    assert_eq!(
+        st.get_many(&["fz:b".into(), "fz:a".into()]).await.unwrap(),
+        [s("2"), s("1")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_rejects_bad_urls() {
+    for url in [
+        "memory://x",
+        "mongo://h",
+        "redis://:pw@h:1/notadb",
+        "nothing",
+    ] {
+        let Err(err) = store::open(&cfg(url, 100)).await else {
+            panic!("{url} accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains("store.url"), "{url}: {err}");
+        assert!(!err.contains(":pw@"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_on_tls_cluster_with_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = TlsFiles::generate(dir.path());
+    let base = RedisServer::builder()
+        .tls(tls.clone())
+        .password("cl@ster pw");
+    let cluster = match RedisCluster::start(3, base) {
+        Ok(c) => c,
+        Err(e) if e.contains("TLS") && e.contains("support") => {
+            eprintln!("SKIP: redis-server was built without TLS: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let url = cluster.url();
+    assert!(
+        url.starts_with("rediss+cluster://:cl%40ster%20pw@"),
+        "{url}"
+    );
+    let st: SharedStore = store::open(&StoreConfig {
+        tls_ca_file: tls.ca.to_string_lossy().into_owned(),
+        ..cfg(&url, 2_000)
+    })
+    .await
+    .unwrap();
+    assert_eq!(st.kind(), "redis-cluster");
+    run_all(st).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_recovers_after_node_restart() {
+    let mut cluster = RedisCluster::start(3, RedisServer::builder()).unwrap();
+    let st = store::open(&cfg(&cluster.url(), 500)).await.unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("nr:{i}")).collect();
+    for k in &keys {
+        st.set(k, "v", LONG).await.unwrap();
+    }
+    let on_first = cluster.nodes[0].cli(&["KEYS", "nr:*"]);
+    let k0 = on_first
+        .lines()
+        .next()
+        .expect("node 0 holds a key")
+        .to_string();
+
+    cluster.nodes[0].stop();
+    assert!(st.get(&k0).await.is_err());
+
+    cluster.nodes[0].restart();
+    cluster.wait_ok().unwrap();
+    let mut ok = false;
+    for _ in 0..200 {
+        if st.set(&k0, "again", LONG).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "writes to the restarted node never worked again");
+    assert_eq!(st.get(&k0).await.unwrap(), s("again"));
+    // Keys of the nodes that stayed up are intact.
+    let others: Vec<String> = keys.iter().filter(|k| **k != k0).cloned().collect();
+    let got = st.get_many(&others).await.unwrap();
+    let on_restarted: BTreeSet<String> = cluster.nodes[0]
+        .cli(&["KEYS", "nr:*"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for (k, v) in others.iter().zip(got) {
+        // The restarted node lost its keys (no persistence); the others kept theirs.
+        if !on_restarted.contains(k) && !on_first.lines().any(|l| l == k) {
+            assert_eq!(v, s("v"), "{k}");
+        }
+    }
+}

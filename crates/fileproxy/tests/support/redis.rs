@@ -1,0 +1,467 @@
+//! Real `redis-server` processes for tests: on a free loopback port, no persistence,
+//! killed on drop. Supports a password, TLS (certificates made with rcgen), pausing
+//! (SIGSTOP/SIGCONT), stop/restart on the same port, and small Redis Clusters.
+
+use std::io::{Read, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long a server may take to accept connections after being started.
+const READY_WITHIN: Duration = Duration::from_secs(15);
+
+/// A port nobody listens on right now (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// PEM files of a throwaway CA and a server certificate for 127.0.0.1/localhost.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA certificate (give it to clients as trust root).
+    pub ca: PathBuf,
+    /// Server certificate, signed by the CA.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates a CA and a server certificate into `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fileproxy test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&files.ca, ca_cert.pem()).unwrap();
+        std::fs::write(&files.cert, cert.pem()).unwrap();
+        std::fs::write(&files.key, key.serialize_pem()).unwrap();
+        files
+    }
+}
+
+/// Options of a [`RedisServer`].
+#[derive(Debug, Clone, Default)]
+pub struct RedisServerBuilder {
+    password: Option<String>,
+    tls: Option<TlsFiles>,
+    cluster: bool,
+    port: Option<u16>,
+    extra: Vec<String>,
+}
+
+impl RedisServerBuilder {
+    /// Requires this password (`--requirepass`).
+    pub fn password(mut self, pw: &str) -> Self {
+        self.password = Some(pw.to_string());
+        self
+    }
+
+    /// Serves TLS only (`--tls-port`, plain port off).
+    pub fn tls(mut self, files: TlsFiles) -> Self {
+        self.tls = Some(files);
+        self
+    }
+
+    /// Runs as a Redis Cluster node.
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
+        self
+    }
+
+    /// Listens on this port instead of a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Adds raw `redis-server` arguments.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra.push(a.to_string());
+        self
+    }
+
+    /// Starts the server, panicking with its log on failure.
+    pub fn start(self) -> RedisServer {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the server; `Err` carries the reason and the server's log.
+    pub fn try_start(self) -> Result<RedisServer, String> {
+        let fixed = self.port;
+        let mut last = String::new();
+        // A free port can be taken by someone else before redis-server binds it: retry.
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: fixed.unwrap_or_else(free_port),
+                child: None,
+                bus_port: if self.cluster { free_port() } else { 0 },
+                opts: self.clone(),
+                dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+                paused: false,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) if fixed.is_some() => return Err(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// A running `redis-server` child process.
+pub struct RedisServer {
+    /// Port it listens on (the TLS port when TLS is on).
+    pub port: u16,
+    child: Option<Child>,
+    /// Cluster bus port (kept across restarts).
+    bus_port: u16,
+    opts: RedisServerBuilder,
+    dir: tempfile::TempDir,
+    paused: bool,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl RedisServer {
+    /// Starts a plain server on a free port.
+    pub fn start() -> RedisServer {
+        Self::builder().start()
+    }
+
+    /// Options for a server.
+    pub fn builder() -> RedisServerBuilder {
+        RedisServerBuilder::default()
+    }
+
+    /// `redis://[:password@]127.0.0.1:port` (`rediss://` with TLS); the password is
+    /// percent-encoded.
+    pub fn url(&self) -> String {
+        let scheme = if self.opts.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{}127.0.0.1:{}", self.userinfo(), self.port)
+    }
+
+    /// `:password@` (percent-encoded) or empty.
+    pub fn userinfo(&self) -> String {
+        match &self.opts.password {
+            Some(pw) => format!(
+                ":{}@",
+                percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC)
+            ),
+            None => String::new(),
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's working directory (holds its log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        // A restart must not see the previous run's "ready" line.
+        let _ = std::fs::remove_file(self.log_path());
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path());
+        match &self.opts.tls {
+            Some(t) => {
+                cmd.arg("--port")
+                    .arg("0")
+                    .arg("--tls-port")
+                    .arg(self.port.to_string())
+                    .arg("--tls-cert-file")
+                    .arg(&t.cert)
+                    .arg("--tls-key-file")
+                    .arg(&t.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&t.ca)
+                    .arg("--tls-auth-clients")
+                    .arg("no");
+                if self.opts.cluster {
+                    cmd.arg("--tls-cluster").arg("yes");
+                }
+            }
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+        }
+        if let Some(pw) = &self.opts.password {
+            cmd.arg("--requirepass").arg(pw);
+            if self.opts.cluster {
+                cmd.arg("--masterauth").arg(pw);
+            }
+        }
+        if self.opts.cluster {
+            cmd.arg("--cluster-enabled")
+                .arg("yes")
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"))
+                .arg("--cluster-node-timeout")
+                .arg("5000")
+                // The bus port defaults to port + 10000, which may be taken or > 65535.
+                .arg("--cluster-port")
+                .arg(self.bus_port.to_string());
+        }
+        cmd.args(&self.opts.extra);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run redis-server: {e}"))?;
+        let deadline = Instant::now() + READY_WITHIN;
+        let addr: SocketAddr = self.addr().parse().map_err(|e| format!("{e}"))?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                return Err(format!(
+                    "redis-server on port {} exited ({status}): {stderr}\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            if self.answers(addr) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "redis-server on port {} not ready in {READY_WITHIN:?}\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
+            sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        self.paused = false;
+        Ok(())
+    }
+
+    /// Whether our server listens (plain: answers PING, even with NOAUTH).
+    fn answers(&self, addr: SocketAddr) -> bool {
+        let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        if self.opts.tls.is_some() {
+            // The log line proves it is ours and fully started.
+            return self.log().contains("Ready to accept connections");
+        }
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(1) if b[0] == b'+' || b[0] == b'-')
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.paused = false;
+    }
+
+    /// Stops the server if running and starts it again on the same port (empty).
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut last = String::new();
+        // The old socket may linger for a moment; retry briefly.
+        for _ in 0..20 {
+            match self.spawn() {
+                Ok(()) => return,
+                Err(e) => last = e,
+            }
+            sleep(Duration::from_millis(100));
+        }
+        panic!("restart failed: {last}");
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open, nothing is answered.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+        self.paused = true;
+    }
+
+    /// Unfreezes a paused process (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.paused = false;
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let child = self.child.as_ref().expect("server not running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Runs `redis-cli` against this server (with its password and TLS) and returns
+    /// stdout, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("-h")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(self.port.to_string());
+        if let Some(pw) = &self.opts.password {
+            cmd.arg("--no-auth-warning").arg("-a").arg(pw);
+        }
+        if let Some(t) = &self.opts.tls {
+            cmd.arg("--tls").arg("--cacert").arg(&t.ca);
+        }
+        cli_output(cmd.args(args))
+    }
+}
+
+fn cli_output(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run redis-cli");
+    assert!(
+        out.status.success(),
+        "redis-cli failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A Redis Cluster of primaries only, each a [`RedisServer`].
+#[derive(Debug)]
+pub struct RedisCluster {
+    /// The nodes.
+    pub nodes: Vec<RedisServer>,
+    scheme: &'static str,
+}
+
+impl RedisCluster {
+    /// Starts `n` (≥ 3) cluster nodes, creates the cluster over them and waits until
+    /// every node reports `cluster_state:ok`.
+    pub fn start(n: usize, base: RedisServerBuilder) -> Result<RedisCluster, String> {
+        let tls = base.tls.clone();
+        let password = base.password.clone();
+        let mut nodes = Vec::new();
+        for _ in 0..n {
+            nodes.push(base.clone().cluster().try_start()?);
+        }
+        let mut cmd = Command::new("redis-cli");
+        if let Some(pw) = &password {
+            cmd.arg("--no-auth-warning").arg("-a").arg(pw);
+        }
+        if let Some(t) = &tls {
+            cmd.arg("--tls").arg("--cacert").arg(&t.ca);
+        }
+        cmd.arg("--cluster").arg("create");
+        for node in &nodes {
+            cmd.arg(node.addr());
+        }
+        cmd.arg("--cluster-replicas").arg("0").arg("--cluster-yes");
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let cluster = RedisCluster {
+            scheme: if tls.is_some() {
+                "rediss+cluster"
+            } else {
+                "redis+cluster"
+            },
+            nodes,
+        };
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    /// Waits (up to 30 s) until every node reports `cluster_state:ok`.
+    pub fn wait_ok(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            loop {
+                let info = node.cli(&["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("cluster not ok on {}: {info}", node.addr()));
+                }
+                sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// `redis+cluster://[:password@]h1:p1,h2:p2,…` (`rediss+cluster://` with TLS).
+    pub fn url(&self) -> String {
+        let addrs: Vec<String> = self.nodes.iter().map(RedisServer::addr).collect();
+        let userinfo = self.nodes.first().map(|n| n.userinfo()).unwrap_or_default();
+        format!("{}://{userinfo}{}", self.scheme, addrs.join(","))
+    }
+}
