@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,11 +15,7 @@ pub const WL_KEY: &str = "test-whitelist-key";
 /// Admin bearer token in test configs.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A free TCP port on 127.0.0.1 (bound then released).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+pub use super::redis::free_port;
 
 /// A running proxy process, killed on drop.
 pub struct Proxy {
