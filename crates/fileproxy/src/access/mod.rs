@@ -31,6 +31,7 @@ pub mod cors;
 pub mod keypath;
 pub mod network;
 pub mod playlist;
+pub mod query;
 pub mod session;
 pub mod token;
 pub mod ua;

@@ -821,3 +821,134 @@ async fn explainers() {
         (Some("mobile_browser"), Some("safari_mobile"), Some(180))
     );
 }
+
+/// The real in-process store, with a count of the calls (round trips) made to it.
+struct Counting {
+    inner: MemoryStore,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn take(&self) -> usize {
+        self.calls.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+    fn tick(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Counting {
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.tick();
+        self.inner.get_many(keys).await
+    }
+    async fn write(&self, writes: &[Write]) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.write(writes).await
+    }
+    async fn ttl(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        self.tick();
+        self.inner.ttl(key).await
+    }
+    async fn incr_window(
+        &self,
+        key: &str,
+        window: Duration,
+    ) -> Result<crate::store::WindowCount, StoreError> {
+        self.tick();
+        self.inner.incr_window(key, window).await
+    }
+    async fn compare_and_set(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        new: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.tick();
+        self.inner.compare_and_set(key, expected, new, ttl).await
+    }
+    async fn push_capped(
+        &self,
+        key: &str,
+        value: &str,
+        cap: usize,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.tick();
+        self.inner.push_capped(key, value, cap, ttl).await
+    }
+    async fn list_range(&self, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.tick();
+        self.inner.list_range(key, limit).await
+    }
+    async fn ping(&self) -> Result<Duration, StoreError> {
+        self.tick();
+        self.inner.ping().await
+    }
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
+}
+
+/// Decides and returns (decision, critical round trips, deferred round trips).
+async fn trips(p: &Policy, c: &Counting, r: &R) -> (Decision, usize, usize) {
+    c.take();
+    let d = r.decide(p).await;
+    let critical = c.take();
+    if let Decision::Allow(a) = &d {
+        p.complete(a.pending.clone()).await.unwrap();
+    }
+    (d, critical, c.take())
+}
+
+#[tokio::test]
+async fn round_trips_match_the_table_in_mod_rs() {
+    let c = Arc::new(Counting {
+        inner: MemoryStore::new(),
+        calls: Default::default(),
+    });
+    let p = Policy::new(&auth(), c.clone());
+    admit(&p, "u1", "/v/abc/i.m3u8", "1.2.3.4", CHROME).await;
+    assert_eq!(c.take(), 2, "admission: read + compare-and-set");
+
+    let seg = R::new("1.2.3.4", CHROME, "/v/abc/s.ts");
+    // No session anywhere, no uid: first read + the whitelist uid's index.
+    let (d, critical, deferred) = trips(&p, &c, &seg).await;
+    assert!(matches!(d, Decision::Allow(_)));
+    assert_eq!((critical, deferred), (2, 0));
+    // Playlist creating a session: first read + counter; one deferred batch.
+    let pl = R::new("1.2.3.4", CHROME, "/v/abc/i.m3u8").signed("u1");
+    let (d, critical, deferred) = trips(&p, &c, &pl).await;
+    assert!(matches!(d, Decision::Allow(_)));
+    assert_eq!((critical, deferred), (2, 1));
+    // The common case: a segment whose session is in the latest index.
+    let (d, critical, deferred) = trips(&p, &c, &seg).await;
+    assert!(matches!(d, Decision::Allow(_)));
+    assert_eq!((critical, deferred), (1, 3));
+    // Same with the uid of that session in the query.
+    let mut with_uid = seg.clone();
+    with_uid.uid = Some("u1".into());
+    assert_eq!(trips(&p, &c, &with_uid).await.1, 1);
+    // IPv6 viewers: still one read (all candidate networks in one batch).
+    admit(&p, "u6", "/v/abc/i.m3u8", "2001:db8::1", CHROME).await;
+    c.take();
+    let v6 = R::new("2001:db8::1", CHROME, "/v/abc/s.ts").signed("u6");
+    assert_eq!(trips(&p, &c, &v6).await.1, 1);
+    assert_eq!(trips(&p, &c, &v6).await.1, 1);
+    // Refusals by the whitelist: one read.
+    assert_eq!(
+        trips(&p, &c, &R::new("9.9.9.9", CHROME, "/v/abc/s.ts"))
+            .await
+            .1,
+        1
+    );
+    // Skip-validation: none.
+    assert_eq!(
+        trips(&p, &c, &R::new("9.9.9.9", CHROME, "/v/abc/a.css"))
+            .await
+            .1,
+        0
+    );
+}
