@@ -657,6 +657,15 @@ impl Config {
                 ));
             }
         }
+        for name in self.auth.playlist_limits.browsers.keys() {
+            if !crate::access::ua::browser_names().any(|n| n == name) {
+                let known: Vec<&str> = crate::access::ua::browser_names().collect();
+                errs.push(format!(
+                    "auth.playlist_limits.browsers: unknown browser name {name:?} (known: {})",
+                    known.join(" ")
+                ));
+            }
+        }
         let base = &self.auth.safe_key_redirect_base;
         if !(base.is_empty()
             || base.starts_with("http://")
@@ -898,6 +907,20 @@ mod tests {
         ] {
             assert!(msg.contains(key), "{key} missing in {msg}");
         }
+    }
+
+    #[test]
+    fn unknown_browser_names_are_named() {
+        let mut c = Config::default();
+        c.auth.playlist_limits.browsers.insert("qq".into(), 2);
+        c.auth.playlist_limits.browsers.insert("curl".into(), 3);
+        assert!(c.validate().is_ok());
+        c.auth.playlist_limits.browsers.insert("netscape".into(), 2);
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("auth.playlist_limits.browsers") && msg.contains("netscape"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -190,21 +190,35 @@ mod tests {
         // Then missing parameters (empty counts as missing).
         for p in [
             PlaylistParams { uid: None, ..ok },
-            PlaylistParams { expires: None, ..ok },
-            PlaylistParams { token: Some(""), ..ok },
+            PlaylistParams {
+                expires: None,
+                ..ok
+            },
+            PlaylistParams {
+                token: Some(""),
+                ..ok
+            },
         ] {
             let e = check_playlist_request(S, Some("u"), &p, "/a/b.m3u8", 0).unwrap_err();
             assert_eq!(e.response(), (400, MISSING_PARAMS_TEXT.into()));
         }
         // Then the token.
-        assert_eq!(check_playlist_request(S, Some("w"), &ok, "/a/b.m3u8", 50).unwrap(), "w");
+        assert_eq!(
+            check_playlist_request(S, Some("w"), &ok, "/a/b.m3u8", 50).unwrap(),
+            "w"
+        );
         let e = check_playlist_request(S, Some("u"), &ok, "/a/b.m3u8", 101).unwrap_err();
         assert!(matches!(e, PlaylistDeny::Expired));
         assert_eq!(e.response(), (403, BAD_TOKEN_TEXT.into()));
         let e = check_playlist_request(S, Some("u"), &ok, "/a/c.m3u8", 50).unwrap_err();
         assert_eq!(e.response(), (403, BAD_TOKEN_TEXT.into()));
         assert_eq!(
-            PlaylistDeny::LimitExceeded { uid: "u9".into(), count: 2, limit: 1 }.response(),
+            PlaylistDeny::LimitExceeded {
+                uid: "u9".into(),
+                count: 2,
+                limit: 1
+            }
+            .response(),
             (403, "Access Denied 100308 with uid:u9".into())
         );
     }

@@ -322,8 +322,8 @@ pub async fn find_session(
     }
     // (c) the cookie's session, if it is this viewer's, for this key path.
     if let Some(id) = v.cookie_id {
-        if let Some(s) = record_matching(id, first.cookie.as_deref(), v)
-            .filter(|s| s.key_path == v.key_path)
+        if let Some(s) =
+            record_matching(id, first.cookie.as_deref(), v).filter(|s| s.key_path == v.key_path)
         {
             return Ok(Some(FoundSession {
                 session: s,
@@ -514,7 +514,10 @@ mod tests {
                       "created_at": 1700000000.9, "last_activity": 1700000001, "worker_pid": 77, "access_count": 3,
                       "session_type": "m3u8", "other": true}"#;
         let r = SessionRecord::parse(raw).unwrap();
-        assert_eq!((r.uid.as_str(), r.created_at, r.access_count), ("5", 1_700_000_000, 3));
+        assert_eq!(
+            (r.uid.as_str(), r.created_at, r.access_count),
+            ("5", 1_700_000_000, 3)
+        );
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["other"], Value::Bool(true));
         let minimal = SessionRecord::parse("{}").unwrap();
@@ -555,13 +558,21 @@ mod tests {
         let f = FirstRead::for_viewer(&v);
         assert_eq!(
             f.keys(),
-            ["ip_ua_session:1.2.3.4:h:u:k", "fp:latest:{1.2.3.4:h}:k", "session:c"]
+            [
+                "ip_ua_session:1.2.3.4:h:u:k",
+                "fp:latest:{1.2.3.4:h}:k",
+                "session:c"
+            ]
         );
         let vals = f.split(&[Some("a".into()), None, Some("c".into())]);
         assert_eq!(vals.by_uid.as_deref(), Some("a"));
         assert_eq!(vals.latest, None);
         assert_eq!(vals.cookie.as_deref(), Some("c"));
-        let v2 = Viewer { uid: None, cookie_id: None, ..v };
+        let v2 = Viewer {
+            uid: None,
+            cookie_id: None,
+            ..v
+        };
         let f2 = FirstRead::for_viewer(&v2);
         assert_eq!(f2.keys(), ["fp:latest:{1.2.3.4:h}:k"]);
         assert_eq!(f2.split(&[Some("l".into())]).latest.as_deref(), Some("l"));

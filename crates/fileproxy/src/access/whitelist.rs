@@ -97,10 +97,7 @@ impl WhitelistEntry {
         } else {
             None
         };
-        self.paths
-            .iter()
-            .map(|p| p.key_path.as_str())
-            .chain(single)
+        self.paths.iter().map(|p| p.key_path.as_str()).chain(single)
     }
 
     /// Whether a request for `path` with key path `kp` is allowed by this entry: `kp`
@@ -196,7 +193,10 @@ pub fn parse_admission(body: &[u8]) -> Result<Admission, AdmitError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| AdmitError::BadJson)?;
     let obj = v.as_object().ok_or(AdmitError::BadJson)?;
     let field = |name: &'static str| -> Result<String, AdmitError> {
-        let s = obj.get(name).map(compat::value_to_string).unwrap_or_default();
+        let s = obj
+            .get(name)
+            .map(compat::value_to_string)
+            .unwrap_or_default();
         if s.trim().is_empty() {
             Err(AdmitError::MissingField(name))
         } else {
@@ -492,7 +492,10 @@ mod tests {
         let a = adm("abc");
         assert_eq!(a.key_path, "abc");
         assert_eq!(a.network.to_string(), "1.2.3.0/24");
-        assert_eq!(a.key(), format!("ip_cidr_access:1.2.3.0_24:{}", ua_hash("UA")));
+        assert_eq!(
+            a.key(),
+            format!("ip_cidr_access:1.2.3.0_24:{}", ua_hash("UA"))
+        );
         let numeric = parse_admission(
             br#"{"uid": 42, "path": "/a/b/c.m3u8", "clientIp": "2001:db8::1", "UserAgent": "x", "extra": 1}"#,
         )
@@ -533,7 +536,10 @@ mod tests {
 
     #[test]
     fn admission_paths() {
-        assert_eq!(admission_path("https://h.example/a/b/i.m3u8?x=1#f"), "/a/b/i.m3u8");
+        assert_eq!(
+            admission_path("https://h.example/a/b/i.m3u8?x=1#f"),
+            "/a/b/i.m3u8"
+        );
         assert_eq!(admission_path("/a/%E8%A7%86/i.m3u8"), "/a/视/i.m3u8");
         assert_eq!(admission_path("https://h.example"), "/");
         assert_eq!(admission_path(" /a/b/c.ts "), "/a/b/c.ts");
@@ -546,7 +552,12 @@ mod tests {
             e = Some(merge_admission(e, &adm(kp), t, 3, 1).0);
         }
         let e3 = e.clone().unwrap();
-        let names = |e: &WhitelistEntry| e.paths.iter().map(|p| p.key_path.clone()).collect::<Vec<_>>();
+        let names = |e: &WhitelistEntry| {
+            e.paths
+                .iter()
+                .map(|p| p.key_path.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&e3), ["a", "b", "c"]);
         // Re-adding `a` refreshes it; the fourth then drops `b`, the oldest.
         let (e4, info) = merge_admission(Some(e3), &adm("a"), 13, 3, 1);
@@ -577,7 +588,9 @@ mod tests {
         assert!(e.allows("k", "/x/k/i.m3u8"));
         assert_eq!(e.uid(), None);
         // Null fields and junk.
-        let e = WhitelistEntry::parse(r#"{"uid": null, "paths": null, "ip_patterns": "1.2.3.0/24"}"#).unwrap();
+        let e =
+            WhitelistEntry::parse(r#"{"uid": null, "paths": null, "ip_patterns": "1.2.3.0/24"}"#)
+                .unwrap();
         assert_eq!(e.ip_patterns, ["1.2.3.0/24"]);
         assert!(WhitelistEntry::parse("[]").is_none());
         assert!(WhitelistEntry::parse("not json").is_none());
@@ -587,7 +600,15 @@ mod tests {
     fn entry_json_has_python_fields() {
         let (e, _) = merge_admission(None, &adm("abc"), 100, 3, 99);
         let v = serde_json::to_value(&e).unwrap();
-        for k in ["uid", "key_path", "paths", "ip_patterns", "user_agent", "created_at", "worker_pid"] {
+        for k in [
+            "uid",
+            "key_path",
+            "paths",
+            "ip_patterns",
+            "user_agent",
+            "created_at",
+            "worker_pid",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["paths"], json!([{"key_path": "abc", "created_at": 100}]));
@@ -602,10 +623,22 @@ mod tests {
         let v = vec![Some(serde_json::to_string(&e).unwrap())];
         let hit = check_whitelist(&c, &v, "abc", "/vod/abc/1.ts").unwrap();
         assert_eq!(hit.uid.as_deref(), Some("u1"));
-        assert_eq!(check_whitelist(&c, &v, "abd", "/vod/abd/1.ts"), Err(WhitelistMiss::PathNotAdmitted));
-        assert_eq!(check_whitelist(&c, &v, "", "/1.ts"), Err(WhitelistMiss::NoKeyPath));
-        assert_eq!(check_whitelist(&c, &[None], "abc", "/vod/abc/1.ts"), Err(WhitelistMiss::NoEntry));
-        assert_eq!(check_whitelist(&c, &[Some("junk".into())], "abc", "/vod/abc/1.ts"), Err(WhitelistMiss::NoEntry));
+        assert_eq!(
+            check_whitelist(&c, &v, "abd", "/vod/abd/1.ts"),
+            Err(WhitelistMiss::PathNotAdmitted)
+        );
+        assert_eq!(
+            check_whitelist(&c, &v, "", "/1.ts"),
+            Err(WhitelistMiss::NoKeyPath)
+        );
+        assert_eq!(
+            check_whitelist(&c, &[None], "abc", "/vod/abc/1.ts"),
+            Err(WhitelistMiss::NoEntry)
+        );
+        assert_eq!(
+            check_whitelist(&c, &[Some("junk".into())], "abc", "/vod/abc/1.ts"),
+            Err(WhitelistMiss::NoEntry)
+        );
         assert!(explain(&c, &v, "abc", "/vod/abc/1.ts")[0].allows);
     }
 
@@ -614,7 +647,16 @@ mod tests {
         let a = adm("abc");
         let (e, info) = merge_admission(None, &a, 1, 3, 1);
         let r = admission_response(&a, &e, &info, 3600, 3);
-        for k in ["message", "key_path", "ip_pattern", "cidr_examples", "ua_hash", "ttl", "patterns_merged", "patterns_new"] {
+        for k in [
+            "message",
+            "key_path",
+            "ip_pattern",
+            "cidr_examples",
+            "ua_hash",
+            "ttl",
+            "patterns_merged",
+            "patterns_new",
+        ] {
             assert!(r.get(k).is_some(), "{k}");
         }
         assert_eq!(r["multi_path_info"]["max_paths_per_cidr"], json!(3));
