@@ -4,11 +4,18 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
+
+use crate::access::classify::FileClass;
+use crate::access::client_ip::{self, TrustedProxies};
+use crate::access::{self, cors, query, AccessRequest, Allow, Decision, Policy, SessionOutcome};
 
 use crate::config::Config;
 use crate::health;
@@ -27,8 +34,14 @@ pub struct App {
     pub store: SharedStore,
     /// Where files come from.
     pub origin: Origin,
+    /// The access policy (SPEC §2 steps 2–6, §3, §4).
+    pub policy: Policy,
+    /// Peers whose forwarding headers are believed.
+    pub trusted: TrustedProxies,
     /// Live counters.
     pub counters: Counters,
+    /// Deferred store writes still running (awaited on shutdown).
+    pub background: TaskTracker,
     /// When the process started.
     pub started: Instant,
 }
@@ -53,6 +66,9 @@ const FORWARDED: [header::HeaderName; 5] = [
     header::IF_NONE_MATCH,
 ];
 
+/// Largest JSON body accepted by the admission APIs.
+const MAX_API_BODY: usize = 64 * 1024;
+
 /// Handles one request; never fails (errors become 4xx/5xx responses).
 pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -61,6 +77,8 @@ pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) 
     match (req.method(), path) {
         (&Method::GET | &Method::HEAD, "/health") => health::handle(&app).await,
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
+        (&Method::POST, "/api/whitelist") => admit(&app, &conn, req).await,
+        (&Method::OPTIONS, _) => preflight(&app, &req),
         (&Method::GET | &Method::HEAD, _) => proxy(&app, &conn, req, started).await,
         _ => {
             let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
@@ -73,7 +91,87 @@ pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) 
     }
 }
 
-/// The viewer flow of SPEC §2.
+/// A header's value as text (absent or not visible ASCII → `None`).
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Adds FileProxy's CORS headers for the request's `Origin` (SPEC §1, `cors.allow_origins`).
+fn add_cors(cfg: &Config, origin: Option<&str>, resp: &mut Response<Body>) {
+    for (name, value) in cors::response_headers(&cfg.cors, origin) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().append(name, v);
+        }
+    }
+}
+
+/// `OPTIONS`: CORS pre-flight for the configured origins.
+fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let h = req.headers();
+    let origin = header_str(h, header::ORIGIN);
+    let acrh = header_str(h, header::ACCESS_CONTROL_REQUEST_HEADERS);
+    match cors::preflight_headers(&app.config.cors, origin, acrh) {
+        Some(headers) => {
+            let mut r = Response::new(response::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            for (name, value) in headers {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    r.headers_mut().append(name, v);
+                }
+            }
+            r
+        }
+        None => response::text(StatusCode::FORBIDDEN, "CORS origin not allowed"),
+    }
+}
+
+/// Reads a request body of at most [`MAX_API_BODY`] bytes within the header timeout.
+async fn read_small_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let limit = Duration::from_secs(app.config.server.header_read_timeout_s);
+    let body = http_body_util::Limited::new(req.into_body(), MAX_API_BODY);
+    match tokio::time::timeout(limit, body.collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(response::json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({"error": format!("request body larger than {MAX_API_BODY} bytes")}),
+        )),
+        Ok(Err(_)) => Err(response::json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "request body could not be read"}),
+        )),
+        Err(_) => Err(response::json(
+            StatusCode::REQUEST_TIMEOUT,
+            &serde_json::json!({"error": "request body not received in time"}),
+        )),
+    }
+}
+
+/// `POST /api/whitelist` (SPEC §3).
+async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
+    let body = match read_small_body(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match app.policy.admit(&body, auth.as_deref(), unix_now()).await {
+        Ok(v) => response::json(StatusCode::OK, &v),
+        Err(e) => {
+            tracing::info!(peer = %conn.peer, status = e.status(), error = %e, "whitelist admission refused");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            response::json(status, &e.body())
+        }
+    }
+}
+
+/// The viewer flow of SPEC §2: identity → access policy → origin → stream.
 async fn proxy(
     app: &Arc<App>,
     conn: &ConnInfo,
@@ -88,13 +186,98 @@ async fn proxy(
             return response::text(StatusCode::BAD_REQUEST, format!("Bad Request: {why}"));
         }
     };
-    let client_ip = conn.peer.ip();
-    let class = if decoded.to_ascii_lowercase().ends_with(".m3u8") {
+    let h = req.headers();
+    let client_ip = client_ip::client_ip(
+        conn.peer.ip(),
+        header_str(h, "x-forwarded-for"),
+        header_str(h, "x-real-ip"),
+        &app.trusted,
+    );
+    let cors_origin = header_str(h, header::ORIGIN).map(str::to_owned);
+    let raw_query = req.uri().query();
+    let q = query::parse_query(raw_query.unwrap_or(""));
+    let host = header_str(h, header::HOST)
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let scheme = if conn.tls { "https" } else { "http" };
+    let full_url = query::full_url(scheme, host, &raw_path, raw_query);
+    let cookie = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(query::session_cookie);
+    let areq = AccessRequest {
+        client_ip,
+        user_agent: header_str(h, header::USER_AGENT).unwrap_or(""),
+        path: &decoded,
+        uid: q.uid.as_deref(),
+        expires: q.expires.as_deref(),
+        token: q.token.as_deref(),
+        full_url: &full_url,
+        session_cookie: cookie,
+        now: unix_now(),
+    };
+    let allow = match app.policy.decide(&areq).await {
+        Decision::Allow(a) => a,
+        Decision::Deny {
+            status,
+            body,
+            reason,
+        } => {
+            tracing::info!(%client_ip, path = %decoded, status, reason = reason.as_str(), "request denied");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            let mut r = response::text(status, body);
+            add_cors(&app.config, cors_origin.as_deref(), &mut r);
+            return r;
+        }
+        Decision::Redirect { location } => {
+            let mut r = response::empty_with(StatusCode::FOUND);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(access::REDIRECT_CACHE_CONTROL),
+            );
+            add_cors(&app.config, cors_origin.as_deref(), &mut r);
+            return r;
+        }
+    };
+    let Allow {
+        class,
+        uid,
+        set_cookie,
+        session,
+        pending,
+        ..
+    } = *allow;
+    if !pending.is_empty() {
+        if matches!(session, SessionOutcome::Created { .. }) {
+            // The cookie we are about to send must name a session that exists.
+            if let Err(e) = app.policy.complete(pending).await {
+                tracing::warn!(error = %e, "session could not be created");
+            }
+        } else {
+            let bg = app.clone();
+            app.background.spawn(async move {
+                if let Err(e) = bg.policy.complete(pending).await {
+                    tracing::warn!(error = %e, "session extension failed");
+                }
+            });
+        }
+    }
+    let fetch_class = if class == FileClass::Playlist {
         FetchClass::Playlist
     } else {
         FetchClass::Other
     };
-    fetch_and_stream(app, &req, raw_path, client_ip, class, started).await
+    let mut resp =
+        fetch_and_stream(app, &req, raw_path, client_ip, fetch_class, uid, started).await;
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().append(header::SET_COOKIE, c);
+    }
+    add_cors(&app.config, cors_origin.as_deref(), &mut resp);
+    resp
 }
 
 /// Fetches from the origin and streams the answer back (SPEC §2 steps 7–8).
@@ -104,6 +287,7 @@ async fn fetch_and_stream(
     raw_path: String,
     client_ip: IpAddr,
     class: FetchClass,
+    uid: Option<String>,
     started: Instant,
 ) -> Response<Body> {
     let mut headers = HeaderMap::new();
@@ -157,9 +341,10 @@ async fn fetch_and_stream(
         app: app.clone(),
         path: raw_path,
         status: parts.status,
+        uid,
     });
     let body = TransferBody::new(body, started, observer);
-    Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// Accounting stage: runs once when a transfer ends.
@@ -167,6 +352,7 @@ struct Accounting {
     app: Arc<App>,
     path: String,
     status: StatusCode,
+    uid: Option<String>,
 }
 
 impl TransferObserver for Accounting {
@@ -178,7 +364,7 @@ impl TransferObserver for Accounting {
             Outcome::Completed => {}
             Outcome::ClientClosed => {
                 c.client_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(path = %self.path, status = 499, bytes = report.bytes, "viewer closed the connection");
+                tracing::debug!(path = %self.path, uid = ?self.uid, status = 499, bytes = report.bytes, "viewer closed the connection");
             }
             Outcome::OriginError => {
                 tracing::warn!(path = %self.path, status = self.status.as_u16(), bytes = report.bytes, "origin failed mid-transfer");

@@ -22,6 +22,13 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// An empty response with `status`.
+pub fn empty_with(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = status;
+    r
+}
+
 /// A plain-text response with `status` and `text`.
 pub fn text(status: StatusCode, text: impl Into<String>) -> Response<Body> {
     let text = text.into();

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::access::client_ip::TrustedProxies;
+use crate::access::Policy;
 use crate::config::{redact_url, Config};
 use crate::origin::Origin;
 use crate::pipeline::App;
@@ -21,11 +24,16 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         .await
         .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
     let origin = Origin::from_config(&config.origin).context("origin")?;
+    let policy = Policy::new(&config.auth, store.clone());
+    let trusted = TrustedProxies::new(&config.server.trusted_proxies);
     Ok(Arc::new(App {
         config,
         store,
         origin,
+        policy,
+        trusted,
         counters: Counters::default(),
+        background: TaskTracker::new(),
         started: Instant::now(),
     }))
 }
@@ -82,6 +90,14 @@ pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> 
         tasks.spawn(server::serve(admin, app.clone(), shutdown.clone(), grace));
     }
     while tasks.join_next().await.is_some() {}
+    // Deferred session writes still in flight are finished, not dropped.
+    app.background.close();
+    if tokio::time::timeout(Duration::from_secs(5), app.background.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some deferred store writes did not finish within 5 s");
+    }
     tracing::info!("FileProxy stopped");
     Ok(())
 }
