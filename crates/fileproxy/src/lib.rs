@@ -7,6 +7,7 @@
 //! backpressured body) → accounting (counters, traffic, access log).
 
 pub mod access;
+pub mod admin;
 pub mod config;
 pub mod health;
 pub mod logging;

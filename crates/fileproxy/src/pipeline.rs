@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::classify::FileClass;
 use crate::access::client_ip::{self, TrustedProxies};
 use crate::access::{self, cors, query, AccessRequest, Allow, Decision, Policy, SessionOutcome};
+use crate::admin;
 
 use crate::config::Config;
 use crate::health;
@@ -76,6 +77,10 @@ pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) 
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET | &Method::HEAD, "/health") => health::handle(&app).await,
+        _ if admin::is_admin_path(path) => match admin::authorize(&app, &conn, &req) {
+            Ok(()) => admin::route(&app, req).await,
+            Err(refusal) => refusal,
+        },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
         (&Method::POST, "/api/whitelist") => admit(&app, &conn, req).await,
         (&Method::OPTIONS, _) => preflight(&app, &req),
