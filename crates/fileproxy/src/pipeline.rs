@@ -77,9 +77,9 @@ pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) 
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET | &Method::HEAD, "/health") => health::handle(&app).await,
-        _ if admin::is_admin_path(path) => match admin::authorize(&app, &conn, &req) {
-            Ok(()) => admin::route(&app, req).await,
-            Err(refusal) => refusal,
+        _ if admin::is_admin_path(path) => match admin::refusal(&app, &conn, &req) {
+            None => admin::route(&app, req).await,
+            Some(refused) => refused,
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
         (&Method::POST, "/api/whitelist") => admit(&app, &conn, req).await,

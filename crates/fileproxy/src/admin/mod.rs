@@ -39,7 +39,7 @@ pub fn authorize(
     }
     let token = app.config.auth.admin_token.as_bytes();
     if token.is_empty() {
-        return Err(response::text(StatusCode::NOT_FOUND, "Not Found"));
+        return Some(response::text(StatusCode::NOT_FOUND, "Not Found"));
     }
     let presented = req
         .headers()
@@ -61,9 +61,9 @@ pub fn authorize(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"fileproxy-admin\""),
             );
-            Err(r)
+            Some(r)
         }
-        Some(p) if bool::from(p.as_bytes().ct_eq(token)) => Ok(()),
+        Some(p) if bool::from(p.as_bytes().ct_eq(token)) => None,
         Some(_) => {
             tracing::info!(peer = %conn.peer, path = req.uri().path(), "admin request with a wrong token");
             Err(response::text(
@@ -74,7 +74,7 @@ pub fn authorize(
     }
 }
 
-/// Answers an admin route (the caller has already passed [`authorize`]).
+/// Answers an admin route (the caller has already passed [`refusal`]).
 pub async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
     tracing::debug!(
         path = req.uri().path(),
