@@ -28,14 +28,10 @@ pub fn is_admin_path(path: &str) -> bool {
         || path == "/api/key-access-logs"
 }
 
-/// Checks the caller may use admin routes; `Err` carries the refusal to send.
-pub fn authorize(
-    app: &App,
-    conn: &ConnInfo,
-    req: &Request<Incoming>,
-) -> Result<(), Response<Body>> {
+/// Checks the caller may use admin routes; `Some` carries the refusal to send.
+pub fn refusal(app: &App, conn: &ConnInfo, req: &Request<Incoming>) -> Option<Response<Body>> {
     if conn.surface == Surface::Admin {
-        return Ok(());
+        return None;
     }
     let token = app.config.auth.admin_token.as_bytes();
     if token.is_empty() {
@@ -66,7 +62,7 @@ pub fn authorize(
         Some(p) if bool::from(p.as_bytes().ct_eq(token)) => None,
         Some(_) => {
             tracing::info!(peer = %conn.peer, path = req.uri().path(), "admin request with a wrong token");
-            Err(response::text(
+            Some(response::text(
                 StatusCode::FORBIDDEN,
                 "Forbidden: wrong admin token",
             ))
