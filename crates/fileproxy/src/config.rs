@@ -356,16 +356,29 @@ pub struct ProtectConfig {
     pub token_max_uses: u64,
     /// Window of the token-use counter in seconds.
     pub token_replay_ttl_s: u64,
-    /// Admitted (network, UA) pairs kept per uid.
+    /// Admitted (network, UA) pairs kept per uid; admitting one more deletes the
+    /// entry of the least recently admitted pair (0 = no cap).
     pub max_pairs_per_uid: usize,
+    /// Enable `POST /api/static-whitelist` and the static-file admission rule.
+    pub static_whitelist: bool,
     /// Suffixes a static-file admission opens.
     pub static_suffixes: Vec<String>,
-    /// Enable the front-end (JS) admission API.
+    /// Enable the front-end (JS) admission API and its fallback rule.
     pub js_whitelist: bool,
     /// HMAC key of front-end admission signatures.
     pub js_whitelist_secret: String,
+    /// Seconds a front-end admission lasts.
+    pub js_whitelist_ttl_s: u64,
+    /// Key paths kept per (uid, User-Agent, IP) front-end admission.
+    pub js_max_paths: usize,
+    /// Enable `POST /api/file/check` and `/api/file/check/batch`.
+    pub file_check: bool,
     /// Largest playlist rewritten, in bytes (larger → 502 with a log line).
     pub max_playlist_bytes: usize,
+    /// Entries kept in each operator-view list (in memory and in the store).
+    pub event_log_capacity: usize,
+    /// TTL of the operator-view lists in the store, in seconds (reset on each push).
+    pub event_log_ttl_s: u64,
 }
 
 impl std::fmt::Debug for ProtectConfig {
@@ -375,6 +388,8 @@ impl std::fmt::Debug for ProtectConfig {
             .field("token_replay", &self.token_replay)
             .field("js_whitelist", &self.js_whitelist)
             .field("js_whitelist_secret", &redacted(&self.js_whitelist_secret))
+            .field("static_whitelist", &self.static_whitelist)
+            .field("file_check", &self.file_check)
             .finish_non_exhaustive()
     }
 }
@@ -389,6 +404,7 @@ impl Default for ProtectConfig {
             token_max_uses: 1,
             token_replay_ttl_s: 9600,
             max_pairs_per_uid: 5,
+            static_whitelist: true,
             static_suffixes: [
                 ".jpg", ".jpeg", ".png", ".gif", ".svg", ".css", ".js", ".woff", ".woff2", ".ttf",
                 ".eot", ".ico", ".txt",
@@ -398,7 +414,12 @@ impl Default for ProtectConfig {
             .collect(),
             js_whitelist: false,
             js_whitelist_secret: String::new(),
+            js_whitelist_ttl_s: 3600,
+            js_max_paths: 3,
+            file_check: true,
             max_playlist_bytes: 4 * 1024 * 1024,
+            event_log_capacity: 1000,
+            event_log_ttl_s: 86400,
         }
     }
 }
@@ -594,6 +615,11 @@ impl Config {
                 "protect.token_replay_ttl_s",
                 self.protect.token_replay_ttl_s,
             ),
+            (
+                "protect.js_whitelist_ttl_s",
+                self.protect.js_whitelist_ttl_s,
+            ),
+            ("protect.event_log_ttl_s", self.protect.event_log_ttl_s),
         ] {
             if v == 0 {
                 errs.push(format!("{k} must be greater than 0"));
@@ -695,8 +721,14 @@ impl Config {
         if self.protect.token_max_uses == 0 {
             errs.push("protect.token_max_uses must be at least 1".into());
         }
-        if self.protect.max_pairs_per_uid == 0 {
-            errs.push("protect.max_pairs_per_uid must be at least 1".into());
+        if self.protect.js_max_paths == 0 {
+            errs.push("protect.js_max_paths must be at least 1".into());
+        }
+        if self.protect.max_playlist_bytes < 1024 {
+            errs.push("protect.max_playlist_bytes must be at least 1024".into());
+        }
+        if !(1..=100_000).contains(&self.protect.event_log_capacity) {
+            errs.push("protect.event_log_capacity must be between 1 and 100000".into());
         }
         if self.protect.js_whitelist && self.protect.js_whitelist_secret.is_empty() {
             errs.push(

@@ -3,8 +3,10 @@
 //! for what it decides ([`keypath`], [`classify`], [`client_ip`], [`token`],
 //! [`network`], [`ua`], [`whitelist`], [`session`], [`playlist`], [`cors`]).
 //!
-//! [`Policy::decide`] runs the steps in SPEC order: skip-validation suffix → (fixed IP
-//! whitelist, §9) → whitelist → safe-key redirect → session → playlist checks.
+//! [`Policy::decide`] runs the steps in SPEC order: skip-validation suffix → (key-file
+//! token, §9) → (fixed IP whitelist, §9) → whitelist (static-file and front-end
+//! admissions as fallbacks, §9) → safe-key redirect → session → playlist checks →
+//! (key-use or token-replay counter, §9); see [`protect`] for the §9 parts.
 //! Its writes that need not delay the answer (session creation and extension) are
 //! returned as [`Pending`] work for the caller to run with [`Policy::complete`],
 //! typically in a spawned task.
@@ -22,17 +24,30 @@
 //! | no session in our index, no `uid` | 2 (+ the whitelist uid's `ip_ua_session`), 3 when that finds a Python-created session | 0 or 3 |
 //! | no session, `uid` given (session created) | 1 | 1 (one batch of 4 sets) |
 //! | playlist (`.m3u8`) | as above + 1 (`incr_window`) | as above |
-//! | `POST /api/whitelist` | 2 per attempt (read + compare-and-set) | 0 |
+//! | `POST /api/whitelist` | 2 per attempt (read + compare-and-set) + pair record (2 per attempt, + 1 delete on eviction) + 1 admission log | 0 |
+//! | key file under key protection | as above + 1 (`incr_window`) | as above |
+//! | `uid` + `token` with token replay on | as above + 1 (`incr_window`) | as above |
+//!
+//! Static-file and front-end admissions add their keys to the first `get_many`
+//! (static: only for `protect.static_suffixes` paths; front-end: one key when
+//! `protect.js_whitelist` is on), so they cost no extra round trip.
 
 pub mod classify;
 pub mod client_ip;
 pub mod compat;
 pub mod cors;
+mod fallback;
+pub mod js;
 pub mod keypath;
+pub mod keyprotect;
 pub mod network;
+pub mod pairs;
 pub mod playlist;
+pub mod protect;
 pub mod query;
+pub mod replay;
 pub mod session;
+pub mod static_file;
 pub mod token;
 pub mod ua;
 pub mod whitelist;
@@ -46,6 +61,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{parse_net, AuthConfig, PlaylistLimits};
 use crate::store::{SharedStore, StoreError, Write};
+use protect::ProtectRules;
 
 use classify::{classify, FileClass, SuffixSet};
 use client_ip::canonical_ip;
@@ -110,6 +126,20 @@ pub enum DenyReason {
     PlaylistLimit,
     /// Playlist access counter unreachable (fail closed).
     PlaylistCountUnavailable,
+    /// Key file without `uid` or `token` (§9).
+    KeyMissingAuth,
+    /// Key file without `expires` (§9).
+    KeyMissingExpires,
+    /// Key file token invalid or expired (§9).
+    KeyBadToken,
+    /// Key token used `key_max_uses` times already (§9).
+    KeyReplay,
+    /// Key-use counter unreachable (fail closed).
+    KeyCountUnavailable,
+    /// Token used `token_max_uses` times already (§9).
+    TokenReplay,
+    /// Token-use counter unreachable (fail closed).
+    TokenReplayUnavailable,
 }
 
 impl DenyReason {
@@ -126,6 +156,13 @@ impl DenyReason {
             DenyReason::PlaylistExpired => "playlist_expired",
             DenyReason::PlaylistLimit => "playlist_limit",
             DenyReason::PlaylistCountUnavailable => "playlist_count_unavailable",
+            DenyReason::KeyMissingAuth => "key_missing_auth",
+            DenyReason::KeyMissingExpires => "key_missing_expires",
+            DenyReason::KeyBadToken => "key_bad_token",
+            DenyReason::KeyReplay => "key_replay",
+            DenyReason::KeyCountUnavailable => "key_count_unavailable",
+            DenyReason::TokenReplay => "token_replay",
+            DenyReason::TokenReplayUnavailable => "token_replay_unavailable",
         }
     }
 
@@ -133,8 +170,16 @@ impl DenyReason {
     pub fn is_store_failure(self) -> bool {
         matches!(
             self,
-            DenyReason::StoreUnavailable | DenyReason::PlaylistCountUnavailable
+            DenyReason::StoreUnavailable
+                | DenyReason::PlaylistCountUnavailable
+                | DenyReason::KeyCountUnavailable
+                | DenyReason::TokenReplayUnavailable
         )
+    }
+
+    /// Whether the refusal is a replay (token or key uses exhausted, §9).
+    pub fn is_replay(self) -> bool {
+        matches!(self, DenyReason::KeyReplay | DenyReason::TokenReplay)
     }
 }
 
@@ -169,6 +214,14 @@ pub enum WhitelistOutcome {
         /// The matching network.
         network: IpNet,
     },
+    /// A static-suffix path let through by a static-file admission, or by any path
+    /// whitelist entry, of this network (§9).
+    Static {
+        /// The matching network.
+        network: IpNet,
+    },
+    /// A front-end (JS) admission of the client's IP and UA admitted the key path (§9).
+    Js,
 }
 
 /// Store work deferred past the decision; run it with [`Policy::complete`].
@@ -204,6 +257,10 @@ pub struct Allow {
     pub whitelist: WhitelistOutcome,
     /// For playlists: UA class, limit and count after this request.
     pub playlist: Option<PlaylistCount>,
+    /// For key files under key protection: uses of this key token so far (§9).
+    pub key_uses: Option<u64>,
+    /// With token replay on: uses of this (token, uid, path) so far (§9).
+    pub token_uses: Option<u64>,
     /// Deferred store writes.
     pub pending: Pending,
 }
@@ -285,6 +342,7 @@ pub struct Policy {
     limits: PlaylistLimits,
     safe_key_redirect_base: String,
     cookie_secure: bool,
+    rules: ProtectRules,
 }
 
 impl std::fmt::Debug for Policy {
@@ -332,6 +390,7 @@ impl Policy {
             limits: auth.playlist_limits.clone(),
             safe_key_redirect_base: auth.safe_key_redirect_base.clone(),
             cookie_secure: auth.cookie_secure,
+            rules: ProtectRules::default(),
         }
     }
 
@@ -346,9 +405,21 @@ impl Policy {
         self.fixed.iter().any(|n| n.contains(&ip))
     }
 
-    /// Decides a viewer request (SPEC §2 steps 2–6). Never panics; store failures
+    /// Decides a viewer request (SPEC §2 steps 2–6, §9). Never panics; store failures
     /// refuse the request with `503` ([`DenyReason::is_store_failure`]).
     pub async fn decide(&self, req: &AccessRequest<'_>) -> Decision {
+        let key_file = self.is_protected_key(req.path);
+        if key_file {
+            if let Err(d) = self.precheck_key(req) {
+                return d;
+            }
+        }
+        let decision = self.decide_access(req).await;
+        self.count_uses(req, key_file, decision).await
+    }
+
+    /// SPEC §2 steps 2–6 with the §9 whitelist fallbacks.
+    async fn decide_access(&self, req: &AccessRequest<'_>) -> Decision {
         let path = req.path;
         let class = classify(path);
         let kp = key_path(path);
@@ -361,6 +432,8 @@ impl Policy {
                 session: SessionOutcome::None,
                 whitelist: WhitelistOutcome::Skipped,
                 playlist: None,
+                key_uses: None,
+                token_uses: None,
                 pending: Pending::default(),
             }));
         }
@@ -381,6 +454,8 @@ impl Policy {
             session: SessionOutcome::None,
             whitelist: WhitelistOutcome::Fixed,
             playlist: None,
+            key_uses: None,
+            token_uses: None,
             pending: Pending::default(),
         };
         if self.is_fixed_ip(ip) {
@@ -389,7 +464,7 @@ impl Policy {
             }
             allow.uid = Some(FIXED_WHITELIST_UID.to_string());
         } else {
-            if kp.is_empty() {
+            if kp.is_empty() && !self.static_admissible(path) {
                 return Decision::whitelist_miss(WhitelistMiss::NoKeyPath);
             }
             if let Err(d) = self
@@ -431,9 +506,12 @@ impl Policy {
             cookie_id: cookie_id.as_deref(),
             whitelist_uid: None,
         };
-        // One round trip: whitelist candidates and (unless redirecting) session keys.
+        // One round trip: whitelist candidates, the §9 fallbacks' keys and (unless
+        // redirecting) session keys.
         let first = FirstRead::for_viewer(&viewer);
+        let fallback = self.fallback_keys(req.path, ip, &uah);
         let mut keys: Vec<String> = cands.iter().map(|c| c.key.clone()).collect();
+        keys.extend(fallback.keys());
         if redirect.is_none() {
             keys.extend(first.keys());
         }
@@ -446,11 +524,28 @@ impl Policy {
             }
             Err(e) => return Err(Decision::store_down(&e)),
         };
-        let (wl_values, session_values) = values.split_at(cands.len());
-        let hit = whitelist::check_whitelist(&cands, wl_values, kp, req.path)
-            .map_err(Decision::whitelist_miss)?;
-        allow.whitelist = WhitelistOutcome::Entry {
-            network: hit.network,
+        let (wl_values, rest) = values.split_at(cands.len());
+        let (fb_values, session_values) = rest.split_at(fallback.len());
+        let hit = match whitelist::check_whitelist(&cands, wl_values, kp, req.path) {
+            Ok(hit) => {
+                allow.whitelist = WhitelistOutcome::Entry {
+                    network: hit.network,
+                };
+                hit
+            }
+            Err(miss) => match fallback.resolve(self, &cands, wl_values, fb_values, kp, req) {
+                Some(fallback::Fallback::Static { network, uid }) => {
+                    // Static files need no session (their path may have no key path).
+                    allow.whitelist = WhitelistOutcome::Static { network };
+                    allow.uid = uid;
+                    return Ok(());
+                }
+                Some(fallback::Fallback::Js(hit)) => {
+                    allow.whitelist = WhitelistOutcome::Js;
+                    hit
+                }
+                None => return Err(Decision::whitelist_miss(miss)),
+            },
         };
         if let Some(location) = redirect {
             // Safe-key redirect (step 4) comes before the session step.
@@ -569,13 +664,30 @@ impl Policy {
         )
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "whitelist admission failed: store"))?;
-        Ok(whitelist::admission_response(
+        let pairs = self
+            .record_admitted_pair(&adm.uid, &adm.network, &adm.ua_hash, now)
+            .await?;
+        self.log_admission(
+            "whitelist",
+            &adm.uid,
+            &adm.network,
+            &adm.ua_hash,
+            &adm.key_path,
+            &adm.key(),
+            now,
+        )
+        .await;
+        let mut v = whitelist::admission_response(
             &adm,
             &entry,
             &info,
             self.ip_access_ttl.as_secs(),
             self.max_paths_per_cidr,
-        ))
+        );
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("uid_pairs".into(), json!(pairs));
+        }
+        Ok(v)
     }
 
     /// `/debug/browser`: the UA class, browser name, limit and window.
@@ -675,3 +787,5 @@ impl Policy {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_protect;

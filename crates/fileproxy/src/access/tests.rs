@@ -911,7 +911,11 @@ async fn round_trips_match_the_table_in_mod_rs() {
     });
     let p = Policy::new(&auth(), c.clone());
     admit(&p, "u1", "/v/abc/i.m3u8", "1.2.3.4", CHROME).await;
-    assert_eq!(c.take(), 2, "admission: read + compare-and-set");
+    assert_eq!(
+        c.take(),
+        5,
+        "admission: read + compare-and-set of the entry and of the uid's pairs, + the admission log"
+    );
 
     let seg = R::new("1.2.3.4", CHROME, "/v/abc/s.ts");
     // No session anywhere, no uid: first read + the whitelist uid's index.

@@ -73,6 +73,43 @@ pub fn token_matches(mac: &[u8; 32], token: &str) -> bool {
     }
 }
 
+/// The 32 MAC bytes a token carries, when it is in one of the two accepted forms
+/// (64 lowercase hex characters, or 43 base64url characters without padding).
+pub fn token_bytes(token: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    match token.len() {
+        64 if token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            hex::decode_to_slice(token, &mut out).ok()?;
+            Some(out)
+        }
+        43 => match URL_SAFE_NO_PAD.decode_slice(token, &mut out) {
+            Ok(32) => Some(out),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The token in lowercase hex when it is in an accepted form, else as given: both
+/// forms of one MAC then count as one token (key-use counters, SPEC §9).
+pub fn canonical_hex(token: &str) -> String {
+    token_bytes(token).map_or_else(|| token.to_string(), hex::encode)
+}
+
+/// The token in base64url without padding when it is in an accepted form, else as
+/// given (token-replay counters: the playlist token's usual form, SPEC §9).
+pub fn canonical_b64(token: &str) -> String {
+    token_bytes(token).map_or_else(|| token.to_string(), |b| URL_SAFE_NO_PAD.encode(b))
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+pub fn encode_query_value(v: &str) -> String {
+    utf8_percent_encode(v, QUERY_VALUE).to_string()
+}
+
 /// Parses `expires` as Unix seconds (ASCII digits only, as the signer writes it).
 pub fn parse_expires(expires: &str) -> Option<u64> {
     if expires.is_empty() || expires.len() > 20 || !expires.bytes().all(|b| b.is_ascii_digit()) {
@@ -227,7 +264,40 @@ mod tests {
         assert!(sign_url(SECRET, "u", "/a b/c?.m3u8", 1, 1).starts_with("/a%20b/c%3F.m3u8?"));
     }
 
+    #[test]
+    fn canonical_forms() {
+        let h = hex_token(SECRET, "u", "p", "1");
+        let b = playlist_token(SECRET, "u", "p", "1");
+        assert_eq!(canonical_hex(&b), h);
+        assert_eq!(canonical_hex(&h), h);
+        assert_eq!(canonical_b64(&h), b);
+        assert_eq!(canonical_b64(&b), b);
+        // Anything else is kept as given (uppercase hex is not an accepted form).
+        assert_eq!(canonical_hex(&h.to_uppercase()), h.to_uppercase());
+        assert_eq!(canonical_b64("abc"), "abc");
+        assert_eq!(token_bytes(&format!("{b}=")), None);
+        assert_eq!(encode_query_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+    }
+
     proptest! {
+        #[test]
+        fn token_forms_round_trip(mac in proptest::array::uniform32(any::<u8>())) {
+            let h = hex::encode(mac);
+            let b = URL_SAFE_NO_PAD.encode(mac);
+            prop_assert_eq!(token_bytes(&h), Some(mac));
+            prop_assert_eq!(token_bytes(&b), Some(mac));
+            prop_assert!(token_matches(&mac, &h) && token_matches(&mac, &b));
+            prop_assert_eq!(canonical_hex(&b), h.clone());
+            prop_assert_eq!(canonical_b64(&h), b);
+        }
+
+        #[test]
+        fn token_bytes_never_panics(t in "\\PC{0,70}") {
+            if let Some(mac) = token_bytes(&t) {
+                prop_assert!(token_matches(&mac, &t));
+            }
+        }
+
         #[test]
         fn any_change_is_rejected(
             uid in "[a-zA-Z0-9_-]{1,12}", uid2 in "[a-zA-Z0-9_-]{1,12}",
