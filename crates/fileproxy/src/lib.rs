@@ -8,11 +8,13 @@
 
 pub mod access;
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod health;
 pub mod logging;
 pub mod origin;
 pub mod pipeline;
+pub mod protect;
 pub mod quickstart;
 pub mod response;
 pub mod serve;

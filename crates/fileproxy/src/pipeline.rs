@@ -43,6 +43,8 @@ pub struct App {
     pub counters: Counters,
     /// Deferred store writes still running (awaited on shutdown).
     pub background: TaskTracker,
+    /// SPEC §9 state: playlist rewriting, operator-view events, live transfers.
+    pub protect: crate::protect::Protect,
     /// When the process started.
     pub started: Instant,
 }
@@ -83,6 +85,7 @@ pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) 
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
         (&Method::POST, "/api/whitelist") => admit(&app, &conn, req).await,
+        _ if crate::api::is_api_path(path) => crate::api::route(&app, &conn, req).await,
         (&Method::OPTIONS, _) => preflight(&app, &req),
         (&Method::GET | &Method::HEAD, _) => proxy(&app, &conn, req, started).await,
         _ => {
@@ -139,7 +142,10 @@ fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
 }
 
 /// Reads a request body of at most [`MAX_API_BODY`] bytes within the header timeout.
-async fn read_small_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+pub(crate) async fn read_small_body(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Bytes, Response<Body>> {
     let limit = Duration::from_secs(app.config.server.header_read_timeout_s);
     let body = http_body_util::Limited::new(req.into_body(), MAX_API_BODY);
     match tokio::time::timeout(limit, body.collect()).await {
@@ -222,7 +228,11 @@ async fn proxy(
         session_cookie: cookie,
         now: unix_now(),
     };
-    let allow = match app.policy.decide(&areq).await {
+    let decision = app.policy.decide(&areq).await;
+    let key_file = app.policy.is_protected_key(&decoded);
+    app.protect
+        .observe(&areq, &decision, key_file, req.method().as_str());
+    let allow = match decision {
         Decision::Allow(a) => a,
         Decision::Deny {
             status,
@@ -276,8 +286,20 @@ async fn proxy(
     } else {
         FetchClass::Other
     };
-    let mut resp =
-        fetch_and_stream(app, &req, raw_path, client_ip, fetch_class, uid, started).await;
+    let signing = app
+        .protect
+        .playlist_signing(class, q.uid.as_deref(), q.expires.as_deref());
+    let mut resp = fetch_and_stream(
+        app,
+        &req,
+        raw_path,
+        client_ip,
+        fetch_class,
+        uid,
+        started,
+        signing,
+    )
+    .await;
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
@@ -285,7 +307,9 @@ async fn proxy(
     resp
 }
 
-/// Fetches from the origin and streams the answer back (SPEC §2 steps 7–8).
+/// Fetches from the origin and streams the answer back (SPEC §2 steps 7–8); with
+/// `signing`, the whole playlist is fetched and served rewritten (SPEC §9).
+#[allow(clippy::too_many_arguments)]
 async fn fetch_and_stream(
     app: &Arc<App>,
     req: &Request<Incoming>,
@@ -294,15 +318,22 @@ async fn fetch_and_stream(
     class: FetchClass,
     uid: Option<String>,
     started: Instant,
+    signing: Option<crate::protect::PlaylistSigning>,
 ) -> Response<Body> {
     let mut headers = HeaderMap::new();
-    for name in FORWARDED.iter() {
+    // A rewritten playlist is fetched whole: no range or conditional headers.
+    let forwarded = if signing.is_some() {
+        &FORWARDED[..1]
+    } else {
+        &FORWARDED[..]
+    };
+    for name in forwarded.iter() {
         if let Some(v) = req.headers().get(name) {
             headers.insert(name.clone(), v.clone());
         }
     }
     let origin_req = OriginRequest {
-        method: if req.method() == Method::HEAD {
+        method: if req.method() == Method::HEAD && signing.is_none() {
             Method::HEAD
         } else {
             Method::GET
@@ -337,17 +368,52 @@ async fn fetch_and_stream(
             parts.headers.remove(header::CONTENT_RANGE);
         }
         drop(body);
+        app.protect.record_origin_status(
+            client_ip,
+            req.method().as_str(),
+            &raw_path,
+            uid.as_deref(),
+            parts.status.as_u16(),
+            started,
+        );
         return Response::from_parts(parts, response::empty());
     }
+    let body = match &signing {
+        Some(s) if parts.status == StatusCode::OK => {
+            let head = req.method() == Method::HEAD;
+            match app
+                .protect
+                .rewrite(&mut parts, body, s, &raw_path, head)
+                .await
+            {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            }
+        }
+        _ => body,
+    };
     app.counters
         .active_transfers
         .fetch_add(1, Ordering::Relaxed);
+    let live = crate::protect::transfers::TransferMeta {
+        method: req.method().to_string(),
+        path: raw_path.clone(),
+        uid: uid.clone(),
+        client_ip,
+        status: parts.status.as_u16(),
+        total: http_body::Body::size_hint(&body).exact(),
+        user_agent: header_str(req.headers(), header::USER_AGENT)
+            .unwrap_or("")
+            .to_string(),
+        started,
+    };
     let observer = Box::new(Accounting {
         app: app.clone(),
         path: raw_path,
         status: parts.status,
         uid,
     });
+    let observer = app.protect.track(live, observer);
     let body = TransferBody::new(body, started, observer);
     Response::from_parts(parts, body.boxed_unsync())
 }

@@ -24,8 +24,10 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         .await
         .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
     let origin = Origin::from_config(&config.origin).context("origin")?;
-    let policy = Policy::new(&config.auth, store.clone());
+    let policy = Policy::new(&config.auth, store.clone()).with_protect(&config.protect);
     let trusted = TrustedProxies::new(&config.server.trusted_proxies);
+    let background = TaskTracker::new();
+    let protect = crate::protect::Protect::new(&config, store.clone(), background.clone());
     Ok(Arc::new(App {
         config,
         store,
@@ -33,7 +35,8 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         policy,
         trusted,
         counters: Counters::default(),
-        background: TaskTracker::new(),
+        background,
+        protect,
         started: Instant::now(),
     }))
 }

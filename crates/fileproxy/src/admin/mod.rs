@@ -11,6 +11,8 @@ use crate::pipeline::{App, ConnInfo};
 use crate::response::{self, Body};
 use crate::server::Surface;
 
+pub mod views;
+
 /// Whether `path` names an admin route (they are never proxied to the origin).
 pub fn is_admin_path(path: &str) -> bool {
     matches!(
@@ -72,6 +74,9 @@ pub fn refusal(app: &App, conn: &ConnInfo, req: &Request<Incoming>) -> Option<Re
 
 /// Answers an admin route (the caller has already passed [`refusal`]).
 pub async fn route(app: &App, req: Request<Incoming>) -> Response<Body> {
+    if views::is_view_path(req.uri().path()) {
+        return views::route(app, &req).await;
+    }
     tracing::debug!(
         path = req.uri().path(),
         store = app.store.kind(),
