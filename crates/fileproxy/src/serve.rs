@@ -26,8 +26,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let origin = Origin::from_config(&config.origin).context("origin")?;
     let policy = Policy::new(&config.auth, store.clone()).with_protect(&config.protect);
     let trusted = TrustedProxies::new(&config.server.trusted_proxies);
-    let background = TaskTracker::new();
-    let protect = crate::protect::Protect::new(&config, store.clone(), background.clone());
+    let protect = crate::protect::Protect::new(&config, store.clone());
     Ok(Arc::new(App {
         config,
         store,
@@ -35,7 +34,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         policy,
         trusted,
         counters: Counters::default(),
-        background,
+        background: TaskTracker::new(),
         protect,
         started: Instant::now(),
     }))

@@ -2,27 +2,30 @@
 //! and key-file accesses, newest first, each bounded by `protect.event_log_capacity`.
 //!
 //! Every event goes into a per-process ring in memory. Refusals, replays and key
-//! accesses are also pushed (in the background, never delaying the response) to capped
-//! store lists ([`crate::access::protect::log_keys`]) so the views show the events of
-//! every process sharing the store; at most [`MAX_PUSHES_IN_FLIGHT`] pushes run at once
-//! and the rest stay in memory only (counted as `store_push_dropped`). Recent requests
-//! stay in memory (one store write per request would cost more than the view is
-//! worth). The views read the store list and fall back to memory when it fails.
+//! accesses are also pushed to capped store lists
+//! ([`crate::access::protect::log_keys`]) so the views show the events of every
+//! process sharing the store: one background task per process writes them in the order
+//! they happened, fed by a bounded queue of [`PUSH_QUEUE`] events; when the queue is
+//! full (store slow or down) further events stay in memory only (counted as
+//! `store_push_dropped`), so the response path never waits for the store. Events still
+//! queued when the process exits are lost (they are views, not records). Recent
+//! requests stay in memory (one store write per request would cost more than the view
+//! is worth). The views read the store list and fall back to memory when it fails.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio_util::task::TaskTracker;
+use tokio::sync::mpsc;
 
 use crate::access::protect::log_keys;
 use crate::access::{AccessRequest, Decision};
 use crate::store::SharedStore;
 
-/// Store pushes allowed in flight at once.
-pub const MAX_PUSHES_IN_FLIGHT: usize = 64;
+/// Events waiting to be written to the store, at most.
+pub const PUSH_QUEUE: usize = 1024;
 
 /// Which list a view reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,12 +97,11 @@ struct Totals {
 /// The event lists of one process.
 pub struct EventLog {
     cap: usize,
-    ttl: Duration,
     store: SharedStore,
-    background: TaskTracker,
-    in_flight: Arc<AtomicUsize>,
+    /// Queue of the store writer; `None` outside a Tokio runtime (memory only).
+    queue: Option<mpsc::Sender<(&'static str, String)>>,
     rings: HashMap<LogKind, Ring>,
-    totals: Totals,
+    totals: Arc<Totals>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -141,9 +143,24 @@ fn unix_now() -> u64 {
     crate::pipeline::unix_now()
 }
 
+/// Writes queued events to their store lists, one at a time, in order.
+async fn store_writer(
+    mut rx: mpsc::Receiver<(&'static str, String)>,
+    store: SharedStore,
+    cap: usize,
+    ttl: Duration,
+) {
+    while let Some((key, raw)) = rx.recv().await {
+        if let Err(e) = store.push_capped(key, &raw, cap, ttl).await {
+            tracing::debug!(error = %e, list = key, "operator-view event not stored");
+        }
+    }
+}
+
 impl EventLog {
-    /// An empty log holding `cap` events per list, store lists with `ttl`.
-    pub fn new(cap: usize, ttl: Duration, store: SharedStore, background: TaskTracker) -> Self {
+    /// An empty log holding `cap` events per list, store lists with `ttl`. Inside a
+    /// Tokio runtime it starts the store writer task (it ends with the log).
+    pub fn new(cap: usize, ttl: Duration, store: SharedStore) -> Self {
         let cap = cap.max(1);
         let rings = [
             LogKind::Recent,
@@ -154,14 +171,18 @@ impl EventLog {
         .into_iter()
         .map(|k| (k, Ring::new(cap)))
         .collect();
+        let totals = Arc::new(Totals::default());
+        let queue = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (tx, rx) = mpsc::channel(PUSH_QUEUE);
+            rt.spawn(store_writer(rx, store.clone(), cap, ttl));
+            tx
+        });
         Self {
             cap,
-            ttl,
             store,
-            background,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            queue,
             rings,
-            totals: Totals::default(),
+            totals,
         }
     }
 
@@ -185,21 +206,13 @@ impl EventLog {
     }
 
     fn push_to_store(&self, key: &'static str, v: &Value) {
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_PUSHES_IN_FLIGHT {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let queued = self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.try_send((key, v.to_string())).is_ok());
+        if !queued {
             self.totals.pushes_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        let store = self.store.clone();
-        let raw = v.to_string();
-        let (cap, ttl) = (self.cap, self.ttl);
-        let in_flight = self.in_flight.clone();
-        self.background.spawn(async move {
-            if let Err(e) = store.push_capped(key, &raw, cap, ttl).await {
-                tracing::debug!(error = %e, list = key, "operator-view event not stored");
-            }
-            in_flight.fetch_sub(1, Ordering::AcqRel);
-        });
     }
 
     /// Records a request that produced a response (transfer end, origin error, or
@@ -398,8 +411,7 @@ mod tests {
     #[tokio::test]
     async fn lists_are_bounded_newest_first_and_shared_through_the_store() {
         let store: SharedStore = Arc::new(MemoryStore::new());
-        let tracker = TaskTracker::new();
-        let log = EventLog::new(3, Duration::from_secs(60), store.clone(), tracker.clone());
+        let log = EventLog::new(3, Duration::from_secs(60), store.clone());
         for i in 0..5 {
             let path = format!("/a/b/{i}.key");
             let d = Decision::Deny {
@@ -413,8 +425,15 @@ mod tests {
             };
             log.record_decision(&req(&path), &d, true);
         }
-        tracker.close();
-        tracker.wait().await;
+        // The writer drains the queue in order; wait until the last event landed.
+        for attempt in 0.. {
+            let newest = store.list_range(log_keys::KEY_ACCESS, 1).await.unwrap();
+            if matches!(newest.first(), Some(s) if s.contains("4.key")) {
+                break;
+            }
+            assert!(attempt < 100_000, "store writer never caught up");
+            tokio::task::yield_now().await;
+        }
         let (denied, src) = log.list(LogKind::Denied, 100).await;
         assert_eq!(src, "store");
         assert_eq!(denied.len(), 3);
@@ -427,7 +446,7 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0]["allowed"], false);
         // Another process's log sees the same store lists.
-        let other = EventLog::new(3, Duration::from_secs(60), store, TaskTracker::new());
+        let other = EventLog::new(3, Duration::from_secs(60), store);
         assert_eq!(other.list(LogKind::Denied, 10).await.0.len(), 3);
         // Tokens never appear.
         assert!(!format!("{denied:?}").contains("secret-token-value"));
@@ -439,7 +458,7 @@ mod tests {
     #[test]
     fn recent_ring_and_summary() {
         let store: SharedStore = Arc::new(MemoryStore::new());
-        let log = EventLog::new(2, Duration::from_secs(60), store, TaskTracker::new());
+        let log = EventLog::new(2, Duration::from_secs(60), store);
         for (p, b) in [("/x/1.ts", 10), ("/x/2.ts", 20), ("/x/2.ts", 30)] {
             log.record_access(&AccessEvent {
                 client_ip: "10.0.0.1".parse().unwrap(),

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use http::response::Parts;
 use http::Response;
-use tokio_util::task::TaskTracker;
 
 use crate::access::classify::FileClass;
 use crate::access::{AccessRequest, Decision};
@@ -60,14 +59,13 @@ impl std::fmt::Debug for Protect {
 }
 
 impl Protect {
-    /// Builds the §9 state; store pushes of events run on `background`.
-    pub fn new(cfg: &Config, store: SharedStore, background: TaskTracker) -> Self {
+    /// Builds the §9 state (inside Tokio: starts the event store writer).
+    pub fn new(cfg: &Config, store: SharedStore) -> Self {
         Self {
             events: Arc::new(EventLog::new(
                 cfg.protect.event_log_capacity,
                 Duration::from_secs(cfg.protect.event_log_ttl_s.max(1)),
                 store,
-                background,
             )),
             transfers: Arc::new(Transfers::default()),
             secret: cfg.auth.secret.as_bytes().to_vec(),

@@ -199,7 +199,6 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use std::time::Duration;
-    use tokio_util::task::TaskTracker;
 
     struct Inner(Arc<Mutex<Vec<u64>>>);
     impl TransferObserver for Inner {
@@ -222,7 +221,6 @@ mod tests {
             10,
             Duration::from_secs(60),
             Arc::new(MemoryStore::new()),
-            TaskTracker::new(),
         ));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let meta = TransferMeta {

@@ -31,6 +31,8 @@ pub struct OriginState {
     pub open: AtomicU64,
     /// Request headers of the last request.
     pub last_headers: Mutex<Option<http::HeaderMap>>,
+    /// Method and path of every request, in order.
+    pub requests: Mutex<Vec<(http::Method, String)>>,
 }
 
 /// A running test origin.
@@ -105,6 +107,10 @@ fn full(b: impl Into<Bytes>) -> Body {
 async fn route(st: &OriginState, req: Request<Incoming>) -> Response<Body> {
     *st.last_headers.lock().expect("lock") = Some(req.headers().clone());
     let path = req.uri().path().to_string();
+    st.requests
+        .lock()
+        .expect("lock")
+        .push((req.method().clone(), path.clone()));
     if path.starts_with("/hang/") {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
