@@ -509,3 +509,32 @@ async fn h2c_prior_knowledge_and_tls_alpn() {
         assert_eq!(r.bytes().await.unwrap().as_ref(), content.as_slice());
     }
 }
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let mut env = vec![
+            ("FILEPROXY_AUTH__SECRET", "s"),
+            ("FILEPROXY_AUTH__WHITELIST_API_KEY", "k"),
+        ];
+        let cert_dir = tempfile::tempdir().unwrap();
+        let (c, k) = (cert_dir.path().join("c.pem"), cert_dir.path().join("k.pem"));
+        std::fs::write(&c, "x").unwrap();
+        std::fs::write(&k, "x").unwrap();
+        let (c, k) = (c.display().to_string(), k.display().to_string());
+        if path.ends_with("tls.toml") {
+            env.push(("FILEPROXY_SERVER__TLS_CERT", &c));
+            env.push(("FILEPROXY_SERVER__TLS_KEY", &k));
+        }
+        let (code, _, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()], &env);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+    }
+    assert!(n >= 3);
+}
