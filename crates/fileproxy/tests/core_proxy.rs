@@ -538,3 +538,39 @@ fn example_configs_are_valid() {
     }
     assert!(n >= 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
+    let origin = TestOrigin::start().await;
+    origin.put("c.png", vec![5u8; 100]);
+    let p = Proxy::start_env(
+        &origin.url(),
+        "",
+        "",
+        &[("FILEPROXY_SERVER__MAX_CONNECTIONS", "2")],
+    );
+    let req = b"GET /files/c.png HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s); // keep-alive: the slot stays taken
+    }
+    let mut third = TcpStream::connect(p.addr).await.unwrap(); // accepted by the kernel backlog
+    third.write_all(req).await.unwrap();
+    let mut buf = [0u8; 512];
+    let waited = tokio::time::timeout(Duration::from_millis(700), third.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "third connection served while two slots were taken"
+    );
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("third connection never served")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
