@@ -62,6 +62,10 @@ struct UpArgs {
     /// MTU of both TUN devices.
     #[arg(long, default_value_t = 1500)]
     mtu: u32,
+    /// Kernel TUN queue in packets (a packet the relay has not read yet waits there; when
+    /// full the kernel drops, counted as "kernel TUN tx drops").
+    #[arg(long, default_value_t = 5000)]
+    txqueuelen: u32,
 
     /// Bit-rate of each direction in Mbit/s (10^6 bit/s); 0 = unlimited.
     #[arg(long, default_value_t = 0.0)]
@@ -248,6 +252,7 @@ fn config(a: UpArgs) -> anyhow::Result<UpConfig> {
         client_dev: a.client_dev,
         server_dev: a.server_dev,
         mtu: a.mtu,
+        txqueuelen: a.txqueuelen,
         up,
         down,
         per_flow: a.per_flow.then_some(a.flow_key),

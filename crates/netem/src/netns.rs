@@ -152,16 +152,18 @@ pub fn sysctl_get(ns: &str, key: &str) -> Result<String> {
         .to_string())
 }
 
-/// Brings `lo` and `dev` up in `ns`, gives `dev` the addresses `own` (host routes) and
+/// Brings `lo` and `dev` (with this MTU and kernel queue length) up in `ns`, gives `dev` the addresses `own` (host routes) and
 /// routes each of `peers` through `dev` only. Disables IPv6 on `dev` when no address is IPv6.
 pub fn configure_link(
     ns: &str,
     dev: &str,
     mtu: u32,
+    txqueuelen: u32,
     own: &[IpAddr],
     peers: &[IpAddr],
 ) -> Result<()> {
     let mtu = mtu.to_string();
+    let qlen = txqueuelen.to_string();
     ip(&["-n", ns, "link", "set", "lo", "up"])?;
     let any_v6 = own.iter().chain(peers).any(IpAddr::is_ipv6);
     if !any_v6 {
@@ -169,7 +171,18 @@ pub fn configure_link(
         // kernel may have IPv6 disabled altogether.
         let _ = sysctl(ns, &format!("net.ipv6.conf.{dev}.disable_ipv6"), "1");
     }
-    ip(&["-n", ns, "link", "set", dev, "mtu", &mtu, "up"])?;
+    ip(&[
+        "-n",
+        ns,
+        "link",
+        "set",
+        dev,
+        "mtu",
+        &mtu,
+        "txqueuelen",
+        &qlen,
+        "up",
+    ])?;
     for a in own {
         let cidr = format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 });
         let mut args = vec!["-n", ns, "addr", "add", &cidr, "dev", dev];

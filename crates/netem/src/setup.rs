@@ -32,6 +32,8 @@ pub struct UpConfig {
     pub server_dev: String,
     /// MTU of both TUN devices.
     pub mtu: u32,
+    /// Kernel queue (packets) between each namespace's stack and the relay's reads.
+    pub txqueuelen: u32,
     /// Client-to-server link.
     pub up: LinkParams,
     /// Server-to-client link.
@@ -261,6 +263,7 @@ pub fn up(cfg: &UpConfig) -> Result<Report> {
         &cfg.clients_ns,
         &cfg.client_dev,
         cfg.mtu,
+        cfg.txqueuelen,
         &cfg.client_addrs,
         &cfg.server_addrs,
     )?;
@@ -268,6 +271,7 @@ pub fn up(cfg: &UpConfig) -> Result<Report> {
         &cfg.servers_ns,
         &cfg.server_dev,
         cfg.mtu,
+        cfg.txqueuelen,
         &cfg.server_addrs,
         &cfg.client_addrs,
     )?;
