@@ -50,6 +50,12 @@ pub fn path(name: &str) -> PathBuf {
     PathBuf::from(NETNS_DIR).join(name)
 }
 
+/// Identity of the named namespace (inode of its nsfs file), `None` if it does not exist.
+pub fn identity(name: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path(name)).ok().map(|m| m.ino())
+}
+
 /// Whether a namespace of this name exists.
 pub fn exists(name: &str) -> bool {
     path(name).exists()

@@ -163,29 +163,41 @@ pub fn down(clients_ns: &str, servers_ns: &str, kill: bool) -> Result<()> {
 }
 
 /// Deletes the namespaces it holds when dropped, so every exit path of `up` cleans up.
+/// Each namespace is remembered with its identity (nsfs inode), so a namespace of the same
+/// name created meanwhile by another `netem up` (which removed ours) is left alone.
 struct NamespaceGuard {
-    names: Vec<String>,
+    names: Vec<(String, Option<u64>)>,
 }
 
 impl NamespaceGuard {
-    /// Deletes the namespaces now and reports failures (`Drop` can only log them).
-    fn teardown(mut self) -> Result<()> {
+    fn push(&mut self, name: &str) {
+        self.names.push((name.to_string(), netns::identity(name)));
+    }
+
+    fn delete_all(&mut self) -> Result<()> {
         let mut first_err = None;
-        for ns in std::mem::take(&mut self.names) {
+        for (ns, id) in std::mem::take(&mut self.names) {
+            if id.is_some() && netns::identity(&ns) != id {
+                eprintln!("netem: namespace {ns} was replaced by someone else; leaving it");
+                continue;
+            }
             if let Err(e) = netns::delete(&ns) {
                 first_err.get_or_insert(e);
             }
         }
         first_err.map_or(Ok(()), Err)
     }
+
+    /// Deletes the namespaces now and reports failures (`Drop` can only log them).
+    fn teardown(mut self) -> Result<()> {
+        self.delete_all()
+    }
 }
 
 impl Drop for NamespaceGuard {
     fn drop(&mut self) {
-        for ns in &self.names {
-            if let Err(e) = netns::delete(ns) {
-                eprintln!("netem: could not remove namespace {ns}: {e}");
-            }
+        if let Err(e) = self.delete_all() {
+            eprintln!("netem: could not remove a namespace: {e}");
         }
     }
 }
@@ -255,7 +267,7 @@ pub fn up(cfg: &UpConfig) -> Result<Report> {
     let mut guard = NamespaceGuard { names: Vec::new() };
     for ns in [&cfg.clients_ns, &cfg.servers_ns] {
         netns::add(ns)?;
-        guard.names.push(ns.clone());
+        guard.push(ns);
     }
     let client = tun::open_in_netns(&netns::path(&cfg.clients_ns), &cfg.client_dev)?;
     let server = tun::open_in_netns(&netns::path(&cfg.servers_ns), &cfg.server_dev)?;

@@ -129,6 +129,14 @@ fn tcp_through_the_relay_sees_the_delay_and_moves_the_counters() {
     let child = cleanup.child.insert(child);
     wait_for("the ready file", child, &log, || ready.exists());
 
+    // Loopback is up in both namespaces.
+    for ns in [&cns, &sns] {
+        in_netns(ns, || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        });
+    }
+
     // TCP: the server (in the servers' namespace) sends TRANSFER bytes to the client.
     let listener = in_netns(&sns, || TcpListener::bind("10.199.0.2:0").unwrap());
     let server_addr: SocketAddr = listener.local_addr().unwrap();
