@@ -310,6 +310,11 @@ async fn whitelist_denials(kind: Kind) {
         .await
         .assert_text(403, DENY_PATH);
 
+    // An IPv4-mapped IPv6 admission is the IPv4 /24.
+    let adm = admit(&p, "u1", &other.playlist, "::ffff:198.51.100.7", CHROME).await;
+    assert_eq!(adm["ip_pattern"], "198.51.100.0/24");
+    assert_eq!(viewer.get(&p, &other.seg0).await.status, 200);
+
     // Dated paths: the key path is the component after the date.
     viewer
         .admit(&p, "u1", "/vod/2024-05-01/dated1/720p/index.m3u8")
@@ -425,6 +430,27 @@ async fn playlist_errors(kind: Kind) {
         .get(&p, &format!("{path}?uid=u1&expires={e}&token={hex}"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // The suffix is matched case-insensitively and after percent-decoding: these are
+    // playlists too and cannot skip the playlist checks.
+    for disguised in [
+        "/files/vod/abc/index.M3U8",
+        "/files/vod/abc/index%2Em3u8",
+        "/files/vod/abc/index.m3u%38",
+    ] {
+        viewer.get(&p, disguised).await.assert_text(400, MISSING);
+    }
+    // A uid that needs escaping in the URL (a viewer without a session yet: with one,
+    // SPEC §2 step 5 (b) makes that session's uid the effective uid).
+    let odd_uid = "user+1@example.com ü";
+    let url = sign(odd_uid, &v.playlist);
+    let fresh = Viewer::new("198.51.100.8", CHROME);
+    let r = fresh.get(&p, &url).await;
+    assert_eq!(r.status, 200, "{url}: {}", r.text());
+    fresh
+        .get(&p, &url)
+        .await
+        .assert_text(403, &limit_text(odd_uid));
+
     // The good URL: allowed once, then over the limit.
     let r = viewer.get(&p, &good).await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -628,9 +654,35 @@ async fn safe_key_redirect(kind: Kind) {
         accepted,
         "a redirected key must not be fetched from the origin"
     );
+    // Key paths with characters that are not literal in a URI: the Location is still
+    // a URI naming the same path (so `#`, `?`, `%`, spaces and UTF-8 survive).
+    let viewer2 = Viewer::new("203.0.113.5", CHROME);
+    for kp_raw in ["a%20b", "x%23y", "q%3Fr", "p%25c", "vid%C3%A9"] {
+        let decoded = percent_encoding::percent_decode_str(kp_raw)
+            .decode_utf8()
+            .unwrap()
+            .into_owned();
+        let adm = viewer2
+            .admit(&p, "u1", &format!("/files/vod/{kp_raw}/index.m3u8"))
+            .await;
+        assert_eq!(adm["key_path"], decoded.as_str());
+        let r = viewer2
+            .get(&p, &format!("/files/vod/{kp_raw}/enc.key"))
+            .await;
+        assert_eq!(r.status, 302, "{kp_raw}: {}", r.text());
+        let location = r.headers.get("location").map(|v| v.as_bytes().to_vec());
+        assert_eq!(
+            location.as_deref().map(String::from_utf8_lossy).as_deref(),
+            Some(&*format!(
+                "https://keys.example/k/files/vod/{kp_raw}/enc.key"
+            )),
+            "{kp_raw}"
+        );
+    }
     // Other files are still proxied.
     let r = viewer.get(&p, &v.seg0).await;
-    assert_eq!((r.status, &r.body), (200, &v.seg0_body));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == v.seg0_body);
     let r = viewer.get(&p, &sign("u1", &v.playlist)).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
