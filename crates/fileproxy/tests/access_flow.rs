@@ -187,8 +187,56 @@ async fn viewer_flow(kind: Kind) {
         .get(&p, &url)
         .await
         .assert_text(403, &limit_text("u1"));
-    // Segments still flow.
+    // HTTP/2 has no Host header (`:authority` instead) but the same full URL, so
+    // the same counter.
+    let r = player.h2().get(&p, &url).await;
+    r.assert_text(403, &limit_text("u1"));
+    // Segments still flow (over both protocols).
     assert_eq!(player.get(&p, &v.seg0).await.status, 200);
+    assert_eq!(player.h2().get(&p, &v.seg0).await.status, 200);
+
+    // A video whose folder needs escaping: the site admits the encoded URL, signs the
+    // plain path; the player requests the encoded form.
+    let raw = "vod/my%20video%20%C3%BC";
+    env.origin
+        .put(&format!("{raw}/index.m3u8"), "#EXTM3U\n# spaced\n");
+    env.origin.put(&format!("{raw}/seg0.ts"), "spaced segment");
+    let adm = viewer
+        .admit(
+            &p,
+            "u1",
+            &format!("https://site.example/files/{raw}/index.m3u8"),
+        )
+        .await;
+    assert_eq!(adm["key_path"], "my video ü");
+    let url2 = sign_cli(&p, "u1", "/files/vod/my video ü/index.m3u8");
+    assert!(
+        url2.starts_with(&format!("/files/{raw}/index.m3u8?")),
+        "{url2}"
+    );
+    let r = viewer.get(&p, &url2).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "#EXTM3U\n# spaced\n"));
+    let r = viewer.get(&p, &format!("/files/{raw}/seg0.ts")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "spaced segment"));
+    viewer
+        .get(&p, &url2)
+        .await
+        .assert_text(403, &limit_text("u1"));
+
+    // Concurrent fetches of one fresh URL: exactly one gets through.
+    let fresh = Viewer::new("198.51.100.8", CHROME);
+    let url3 = sign("u3", &v.playlist);
+    let answers = futures_util::future::join_all((0..8).map(|_| fresh.get(&p, &url3))).await;
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok,
+        1,
+        "{:?}",
+        answers.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in answers.iter().filter(|r| r.status != 200) {
+        r.assert_text(403, &limit_text("u3"));
+    }
 
     let (status, h) = health(&p).await;
     assert_eq!(status, 200, "{h}");
@@ -515,6 +563,16 @@ async fn whitelist_api(kind: Kind) {
     // Nothing was admitted by the refused requests.
     let viewer = Viewer::new("198.51.100.7", CHROME);
     viewer.get(&p, &v.seg0).await.assert_text(403, DENY_PATH);
+
+    // A numeric uid (as some site backends send it) is accepted.
+    let r = admit_raw(
+        &p,
+        Some(&bearer),
+        &json!({"uid": 12345, "path": v.playlist, "clientIp": "192.0.2.1", "UserAgent": CHROME})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // 200 and its fields.
     let r = admit_raw(&p, Some(&bearer), &good).await;
@@ -1066,6 +1124,40 @@ mod redis_only {
             .assert_text(403, &limit_text("u2"));
     }
 
+    /// A proxy started while Redis is down serves (fail closed) and recovers once
+    /// Redis is up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn store_down_at_start() {
+        let origin = TestOrigin::start().await;
+        let v = Video::put(&origin, "abc");
+        let port = support::redis::free_port();
+        let p = ProxyConfig::trusting_loopback(&format!("redis://127.0.0.1:{port}"))
+            .store("op_timeout_ms = 500")
+            .start(&origin.url());
+        let viewer = Viewer::new("198.51.100.7", CHROME);
+        assert_eq!(health(&p).await.0, 503);
+        viewer.get(&p, &v.seg0).await.assert_text(503, STORE_DOWN);
+        viewer
+            .get(&p, &sign("u1", &v.playlist))
+            .await
+            .assert_text(503, STORE_DOWN);
+
+        let _redis = RedisServer::builder().port(port).start();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while health(&p).await.0 != 200 {
+            assert!(Instant::now() < deadline, "store never came back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        viewer.get(&p, &v.seg0).await.assert_text(403, DENY_PATH);
+        viewer.admit(&p, "u1", &v.playlist).await;
+        let url = sign("u1", &v.playlist);
+        assert_eq!(viewer.get(&p, &url).await.status, 200);
+        viewer
+            .get(&p, &url)
+            .await
+            .assert_text(403, &limit_text("u1"));
+    }
+
     /// Entries, sessions, indexes and counters written as the Python version writes
     /// them (SPEC §6) decide the Rust proxy's answers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1085,13 +1177,15 @@ mod redis_only {
             "key_path": "pyvid3",
             "paths": [
                 {"key_path": "pyvid", "created_at": t0},
-                {"key_path": "pyvid2", "created_at": t0 + 1},
+                // Python may write float timestamps; read leniently.
+                {"key_path": "pyvid2", "created_at": t0 as f64 + 1.5},
                 {"key_path": "pyvid3", "created_at": t0 + 2},
             ],
             "ip_patterns": ["198.51.100.0/24"],
             "user_agent": CHROME,
             "created_at": t0,
             "worker_pid": 4242,
+            "py_extra": {"kept": true},
         });
         r.cli(&[
             "SET",
@@ -1297,6 +1391,55 @@ mod redis_only {
             get_json(r, &key3)["access_count"] == 8
         })
         .await;
+
+        // An older entry with `key_path` and no `paths` admits that key path alone.
+        let legacy = json!({
+            "uid": "py-old", "key_path": "pyvid", "ip_patterns": ["198.51.100.0/24"],
+            "user_agent": FIREFOX, "created_at": t0, "worker_pid": 1,
+        });
+        r.cli(&[
+            "SET",
+            &format!("ip_cidr_access:198.51.100.0_24:{}", ua_hash(FIREFOX)),
+            &legacy.to_string(),
+            "EX",
+            "3600",
+        ]);
+        let ff = Viewer::new(ip, FIREFOX);
+        assert_eq!(ff.get(&p, &vids[0].seg0).await.status, 200);
+        ff.get(&p, &vids[1].seg0).await.assert_text(403, DENY_PATH);
+
+        // A Rust admission merges into the Python entry: the oldest path goes, unknown
+        // fields stay, timestamps are written back as integers.
+        let newer = Video::put(&env.origin, "pynew");
+        let j = viewer.admit(&p, "py-user2", &newer.playlist).await;
+        assert_eq!(
+            (j["patterns_new"].clone(), j["patterns_merged"].clone()),
+            (json!(0), json!(1))
+        );
+        let wl_key = format!("ip_cidr_access:198.51.100.0_24:{uah}");
+        let e = get_json(r, &wl_key);
+        let kps: Vec<&str> = e["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["key_path"].as_str().unwrap())
+            .collect();
+        assert_eq!(kps, ["pyvid2", "pyvid3", "pynew"], "{e}");
+        for p in e["paths"].as_array().unwrap() {
+            assert!(p["created_at"].is_i64() || p["created_at"].is_u64(), "{e}");
+        }
+        assert_eq!(e["created_at"], t0);
+        assert_eq!(e["uid"], "py-user2");
+        assert_eq!(e["key_path"], "pynew");
+        assert_eq!(e["py_extra"], json!({"kept": true}));
+        assert_eq!(e["ip_patterns"], json!(["198.51.100.0/24"]));
+        assert!(ttl(r, &wl_key) > 3500);
+        viewer
+            .get(&p, &vids[0].seg0)
+            .await
+            .assert_text(403, DENY_PATH);
+        assert_eq!(viewer.get(&p, &newer.seg0).await.status, 200);
+        assert_eq!(viewer.get(&p, &vids[1].seg0).await.status, 200);
     }
 
     /// What FileProxy writes is what the Python version reads (SPEC §6): keys, JSON
@@ -1417,6 +1560,19 @@ mod redis_only {
             .await;
         assert_eq!(r.status, 200);
         assert!(r.session_cookie().is_none(), "B must reuse A's session");
+
+        // Concurrent fetches of one fresh URL spread over both: exactly one passes.
+        let url2 = sign("u2", &v.playlist);
+        let answers = futures_util::future::join_all(
+            (0..10).map(|i| viewer.get(if i % 2 == 0 { &a } else { &b }, &url2)),
+        )
+        .await;
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            1,
+            "{statuses:?}"
+        );
 
         // The FIFO of key paths spans both processes.
         let more: Vec<Video> = (2..=4)

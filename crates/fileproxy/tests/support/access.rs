@@ -293,6 +293,20 @@ impl Viewer {
         }
     }
 
+    /// The same viewer speaking HTTP/2 without TLS (h2c, prior knowledge).
+    pub fn h2(&self) -> Viewer {
+        Viewer {
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .http2_prior_knowledge()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("h2c client"),
+            ..self.clone()
+        }
+    }
+
     /// The same viewer sending this `Host` header.
     pub fn with_host(&self, host: &str) -> Viewer {
         Viewer {
@@ -317,7 +331,8 @@ impl Viewer {
         for (k, v) in extra {
             rb = rb.header(*k, *v);
         }
-        Resp::read(rb.send().await.expect("request")).await
+        let r = rb.send().await.expect("request");
+        Resp::read(r).await
     }
 
     /// `GET path_and_query`.
