@@ -114,7 +114,7 @@ on_both_stores!(
     playlist_limits,
 );
 
-/// The path and the query (as a map) of a signed URL.
+/// A signed URL split into (path, uid, expires, token).
 fn split_signed(url: &str) -> (String, String, String, String) {
     let (path, q) = url.split_once('?').expect("query");
     let mut uid = String::new();
