@@ -225,6 +225,7 @@ async fn one_gib_through_both_origins_in_bounded_memory() {
     let n = drain_checked(&p.url(&format!("/gen/{GIB}.png"))).await;
     assert_eq!(n, GIB);
     let peak = p.peak_rss();
+    eprintln!("1 GiB via HTTP origin: peak RSS {} MiB", peak >> 20);
     assert!(peak > 0 && peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
     drop(p);
 
@@ -241,6 +242,7 @@ async fn one_gib_through_both_origins_in_bounded_memory() {
     }
     assert_eq!(n, GIB);
     let peak = p.peak_rss();
+    eprintln!("1 GiB via file origin: peak RSS {} MiB", peak >> 20);
     assert!(peak > 0 && peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
 }
 
