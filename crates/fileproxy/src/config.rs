@@ -56,14 +56,13 @@ pub struct ServerConfig {
     pub tls_key: String,
     /// Maximum concurrent client connections; further connections wait in the backlog.
     pub max_connections: usize,
-    /// Seconds a client has to send complete request headers (slowloris guard).
+    /// Seconds a client has to send complete request headers (slowloris guard); on
+    /// HTTP/1.1 this also bounds how long an idle keep-alive connection is kept.
     pub header_read_timeout_s: u64,
     /// Maximum number of request headers (more → 431).
     pub max_headers: usize,
     /// Maximum size of the request head in bytes (larger → 431).
     pub max_header_bytes: usize,
-    /// Seconds an idle keep-alive connection is kept open.
-    pub keepalive_timeout_s: u64,
     /// HTTP/2 initial per-stream receive window in bytes (0 = adaptive BDP window).
     pub h2_stream_window: u32,
     /// HTTP/2 initial connection receive window in bytes (0 = adaptive BDP window).
@@ -85,7 +84,6 @@ impl Default for ServerConfig {
             header_read_timeout_s: 10,
             max_headers: 100,
             max_header_bytes: 16 * 1024,
-            keepalive_timeout_s: 60,
             h2_stream_window: 0,
             h2_connection_window: 0,
             h2_max_concurrent_streams: 256,
@@ -969,5 +967,57 @@ mod tests {
     fn redacts_store_password() {
         assert_eq!(redact_url("redis://:pw@h:6379/2"), "redis://***@h:6379/2");
         assert_eq!(redact_url("memory://"), "memory://");
+    }
+}
+
+/// Every leaf key of the configuration as `section.key` (nested tables joined by `.`),
+/// with its default rendered as TOML — for documentation checks.
+pub fn default_keys() -> Vec<(String, String)> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) if !(prefix.ends_with("browsers")) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = toml::Value::try_from(Config::default()) {
+        walk("", &v, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod doc_tests {
+    /// README.md documents every configuration key (nginx-style: each with its default).
+    #[test]
+    fn readme_documents_every_key() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<String> = super::default_keys()
+            .into_iter()
+            .filter(|(k, _)| !readme.contains(&format!("`{k}`")))
+            .map(|(k, v)| format!("{k} = {v}"))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "README.md lacks config keys:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    #[test]
+    #[ignore = "prints the defaults for writing README.md"]
+    fn dump_defaults() {
+        for (k, v) in super::default_keys() {
+            println!("{k}\t{v}");
+        }
     }
 }

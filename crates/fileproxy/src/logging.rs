@@ -1,6 +1,8 @@
 //! Application logging: `tracing` to stderr, text or JSON, level from `log.level`
 //! (`RUST_LOG` overrides it when set).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;
@@ -14,6 +16,7 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<()> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let res = if cfg.format == "json" {
         builder.json().try_init()

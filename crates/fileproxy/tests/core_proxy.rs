@@ -225,6 +225,7 @@ async fn one_gib_through_both_origins_in_bounded_memory() {
     let n = drain_checked(&p.url(&format!("/gen/{GIB}.png"))).await;
     assert_eq!(n, GIB);
     let peak = p.peak_rss();
+    eprintln!("1 GiB via HTTP origin: peak RSS {} MiB", peak >> 20);
     assert!(peak > 0 && peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
     drop(p);
 
@@ -241,6 +242,7 @@ async fn one_gib_through_both_origins_in_bounded_memory() {
     }
     assert_eq!(n, GIB);
     let peak = p.peak_rss();
+    eprintln!("1 GiB via file origin: peak RSS {} MiB", peak >> 20);
     assert!(peak > 0 && peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
 }
 
@@ -249,8 +251,10 @@ async fn two_hundred_slow_readers_bounded_memory() {
     let origin = TestOrigin::start().await;
     let p = Proxy::start(&origin.url(), "", "");
     let addr = p.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..200 {
+        let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let sock = tokio::net::TcpSocket::new_v4().unwrap();
             sock.set_recv_buffer_size(4096).unwrap();
@@ -260,8 +264,9 @@ async fn two_hundred_slow_readers_bounded_memory() {
                 .unwrap();
             let mut buf = [0u8; 1024];
             let mut got = 0usize;
-            let until = Instant::now() + Duration::from_secs(6);
-            while Instant::now() < until {
+            // Read 1 KiB every 50 ms until told to stop (at most 60 s).
+            let until = Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < until {
                 match s.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => got += n,
@@ -271,15 +276,19 @@ async fn two_hundred_slow_readers_bounded_memory() {
             got
         }));
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // Wait (however slow the machine) until all 200 transfers stream at once, then hold
+    // them a little longer so the buffers fill.
+    let deadline = Instant::now() + Duration::from_secs(45);
     let mut peak_active = 0;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && peak_active < 200 {
         let h = health(&p).await;
         peak_active = peak_active.max(h["server"]["active_transfers"].as_u64().unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        peak_active >= 150,
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        peak_active, 200,
         "only {peak_active} transfers active at once"
     );
     let mut total = 0;
@@ -448,11 +457,11 @@ async fn graceful_shutdown_finishes_running_transfer() {
         .unwrap();
     assert_eq!(r.status(), 200);
     p.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        TcpStream::connect(p.addr).await.is_err(),
-        "still accepting after SIGTERM"
-    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while TcpStream::connect(p.addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let body = r.bytes().await.expect("transfer cut by shutdown");
     assert_eq!(body.len(), 1_000_000);
     let code = tokio::task::spawn_blocking(move || p.wait_exit(Duration::from_secs(15)))
@@ -508,4 +517,69 @@ async fn h2c_prior_knowledge_and_tls_alpn() {
         assert_eq!(r.version(), version);
         assert_eq!(r.bytes().await.unwrap().as_ref(), content.as_slice());
     }
+}
+
+#[test]
+fn example_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        n += 1;
+        let mut env = vec![
+            ("FILEPROXY_AUTH__SECRET", "s"),
+            ("FILEPROXY_AUTH__WHITELIST_API_KEY", "k"),
+        ];
+        let cert_dir = tempfile::tempdir().unwrap();
+        let (c, k) = (cert_dir.path().join("c.pem"), cert_dir.path().join("k.pem"));
+        std::fs::write(&c, "x").unwrap();
+        std::fs::write(&k, "x").unwrap();
+        let (c, k) = (c.display().to_string(), k.display().to_string());
+        if path.ends_with("tls.toml") {
+            env.push(("FILEPROXY_SERVER__TLS_CERT", &c));
+            env.push(("FILEPROXY_SERVER__TLS_KEY", &k));
+        }
+        let (code, _, err) = run_cli(&["check-config", "--config", path.to_str().unwrap()], &env);
+        assert_eq!(code, 0, "{}: {err}", path.display());
+    }
+    assert!(n >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_holds_extra_clients_until_a_slot_frees() {
+    let origin = TestOrigin::start().await;
+    origin.put("c.png", vec![5u8; 100]);
+    let p = Proxy::start_env(
+        &origin.url(),
+        "",
+        "",
+        &[("FILEPROXY_SERVER__MAX_CONNECTIONS", "2")],
+    );
+    let req = b"GET /files/c.png HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(s); // keep-alive: the slot stays taken
+    }
+    let mut third = TcpStream::connect(p.addr).await.unwrap(); // accepted by the kernel backlog
+    third.write_all(req).await.unwrap();
+    let mut buf = [0u8; 512];
+    let waited = tokio::time::timeout(Duration::from_millis(700), third.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "third connection served while two slots were taken"
+    );
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("third connection never served")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 }

@@ -282,7 +282,9 @@ pub enum Decision {
     /// Answer `302` with `Location: location` and `Cache-Control:`
     /// [`REDIRECT_CACHE_CONTROL`] (safe-key redirect).
     Redirect {
-        /// `<safe_key_redirect_base><path without leading />`.
+        /// `<safe_key_redirect_base><path without leading />`, the (decoded) path
+        /// percent-encoded again with [`token::encode_path`] so the value is a URI
+        /// naming that same path (`#`, `?`, `%`, spaces, controls, UTF-8).
         location: String,
     },
 }
@@ -443,7 +445,7 @@ impl Policy {
                 format!(
                     "{}{}",
                     self.safe_key_redirect_base,
-                    path.strip_prefix('/').unwrap_or(path)
+                    token::encode_path(path.strip_prefix('/').unwrap_or(path))
                 )
             });
         let mut allow = Allow {

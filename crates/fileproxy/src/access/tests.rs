@@ -701,6 +701,17 @@ async fn skip_validation_fixed_ips_and_safe_key_redirect() {
             location: "https://keys.example/v/kk/enc.key".into()
         }
     );
+    // The Location is a URI: characters of the decoded path that are not literal in
+    // a URI path are percent-encoded again.
+    admit(&p, "u", "/v/a%23b%20%C3%A9%0A/i.m3u8", "4.4.4.4", CHROME).await;
+    assert_eq!(
+        R::new("4.4.4.4", CHROME, "/v/a#b \u{e9}\n/enc.key")
+            .decide(&p)
+            .await,
+        Decision::Redirect {
+            location: "https://keys.example/v/a%23b%20%C3%A9%0A/enc.key".into()
+        }
+    );
     assert!(matches!(
         R::new("192.168.50.3", CHROME, "/v/kk/enc.key")
             .decide(&p)

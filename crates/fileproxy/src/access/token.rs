@@ -169,6 +169,12 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'^')
     .add(b'|');
 
+/// A path written as it must appear in a URI: `%`, `#`, `?`, spaces, controls and
+/// non-ASCII percent-encoded, `/` and the other path characters kept.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, PATH).to_string()
+}
+
 /// A signed playlist URL `"/a/b.m3u8?uid=U&expires=E&token=T"` valid until `now + ttl`.
 ///
 /// `path` may be given with or without its leading `/`; the token is computed over
@@ -180,7 +186,7 @@ pub fn sign_url(secret: &[u8], uid: &str, path: &str, ttl: u64, now: u64) -> Str
     let token = playlist_token(secret, uid, bare, &expires);
     format!(
         "/{}?uid={}&expires={}&token={}",
-        utf8_percent_encode(bare, PATH),
+        encode_path(bare),
         utf8_percent_encode(uid, QUERY_VALUE),
         expires,
         token

@@ -134,7 +134,10 @@ impl HttpOrigin {
             // Bounds what is read ahead from the origin per transfer: hyper grows its
             // read buffer up to this size while the viewer is slower than the origin.
             .http1_max_buf_size(cfg.buffer_bytes.max(8192))
-            .http2_initial_stream_window_size(u32::try_from(cfg.buffer_bytes).unwrap_or(u32::MAX))
+            // An https origin speaking h2: size the receive windows by the measured
+            // bandwidth-delay product, so a far origin is not capped at 64 KiB per RTT.
+            // Unread data stays bounded: capacity is released only as the viewer consumes.
+            .http2_adaptive_window(true)
             .build(connector);
 
         Ok(HttpOrigin {

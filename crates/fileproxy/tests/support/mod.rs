@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod access;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
