@@ -105,11 +105,6 @@ pub fn canonical_b64(token: &str) -> String {
     token_bytes(token).map_or_else(|| token.to_string(), |b| URL_SAFE_NO_PAD.encode(b))
 }
 
-/// Percent-encodes a path for a URL (keeps `/` and the usual safe characters).
-pub fn encode_path(p: &str) -> String {
-    utf8_percent_encode(p, PATH).to_string()
-}
-
 /// Percent-encodes a query value (everything but unreserved characters).
 pub fn encode_query_value(v: &str) -> String {
     utf8_percent_encode(v, QUERY_VALUE).to_string()
