@@ -4,7 +4,10 @@
 //! `server` (listeners, TLS, limits) → `pipeline` (routing, client identity,
 //! classification) → `access` (whitelist → session → playlist token and count, plain
 //! logic over a [`store::Store`]) → `origin` (HTTP pool or files) → `stream` (bounded,
-//! backpressured body) → accounting (counters, traffic, access log).
+//! backpressured body) → accounting (counters, traffic, access log). The SPEC §9
+//! protections are policy rules in `access` plus the HTTP-side `protect` (playlist
+//! rewriting, operator-view events, live transfers), the `api` routes and
+//! `admin::views`.
 
 pub mod access;
 pub mod admin;
