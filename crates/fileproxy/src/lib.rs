@@ -7,10 +7,13 @@
 //! backpressured body) → accounting (counters, traffic, access log).
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod origin;
 pub mod pipeline;
 pub mod quickstart;
@@ -20,3 +23,4 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod traffic;
