@@ -11,6 +11,7 @@ pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod exchange;
 pub mod health;
 pub mod logging;
 pub mod metrics;

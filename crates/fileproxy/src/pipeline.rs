@@ -16,16 +16,20 @@ use tokio_util::task::TaskTracker;
 use crate::access::classify::FileClass;
 use crate::access::client_ip::{self, TrustedProxies};
 use crate::access::{self, cors, query, AccessRequest, Allow, Decision, Policy, SessionOutcome};
+use crate::access_log::AccessLog;
 use crate::admin;
 
 use crate::config::Config;
+use crate::exchange::{Exchange, Refused, ViewerFacts};
 use crate::health;
+use crate::metrics::window::Window;
+use crate::metrics::Metrics;
 use crate::origin::{FetchClass, Origin, OriginError, OriginRequest};
 use crate::response::{self, filter_origin_headers, Body};
 use crate::server::Surface;
 use crate::store::SharedStore;
-use crate::stream::{Outcome, TransferBody, TransferObserver, TransferReport};
 use crate::telemetry::Counters;
+use crate::traffic::Traffic;
 
 /// Everything a request needs, built once at start-up and shared by all connections.
 pub struct App {
@@ -45,6 +49,14 @@ pub struct App {
     pub background: TaskTracker,
     /// When the process started.
     pub started: Instant,
+    /// Metrics of SPEC §5 (`/metrics`, `/stats`).
+    pub metrics: Arc<Metrics>,
+    /// The last minute of figures (`/stats`, `/monitor`).
+    pub window: Window,
+    /// Per-uid traffic accounting and reporting.
+    pub traffic: Arc<Traffic>,
+    /// The access log.
+    pub access_log: AccessLog,
 }
 
 /// Facts about the connection a request arrived on.
@@ -74,17 +86,25 @@ const MAX_API_BODY: usize = 64 * 1024;
 pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     app.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // Accounting stage (metrics, traffic, access log) for every response: `exchange`.
+    let exchange = Exchange::begin(&app, &conn, &req, started);
+    let resp = dispatch(&app, &conn, req).await;
+    exchange.finish(&app, resp)
+}
+
+/// Routes a request (SPEC §1).
+async fn dispatch(app: &Arc<App>, conn: &Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::GET | &Method::HEAD, "/health") => health::handle(&app).await,
-        _ if admin::is_admin_path(path) => match admin::refusal(&app, &conn, &req) {
-            None => admin::route(&app, req).await,
+        (&Method::GET | &Method::HEAD, "/health") => health::handle(app).await,
+        _ if admin::is_admin_path(path) => match admin::refusal(app, conn, &req) {
+            None => admin::route(app, conn, req).await,
             Some(refused) => refused,
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
-        (&Method::POST, "/api/whitelist") => admit(&app, &conn, req).await,
-        (&Method::OPTIONS, _) => preflight(&app, &req),
-        (&Method::GET | &Method::HEAD, _) => proxy(&app, &conn, req, started).await,
+        (&Method::POST, "/api/whitelist") => admit(app, conn, req).await,
+        (&Method::OPTIONS, _) => preflight(app, &req),
+        (&Method::GET | &Method::HEAD, _) => proxy(app, conn, req).await,
         _ => {
             let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
             r.headers_mut().insert(
@@ -177,12 +197,7 @@ async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<B
 }
 
 /// The viewer flow of SPEC §2: identity → access policy → origin → stream.
-async fn proxy(
-    app: &Arc<App>,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-    started: Instant,
-) -> Response<Body> {
+async fn proxy(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let raw_path = req.uri().path().to_string();
     let decoded = match decode_path(&raw_path) {
         Ok(p) => p,
@@ -233,6 +248,7 @@ async fn proxy(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             let mut r = response::text(status, body);
             add_cors(&app.config, cors_origin.as_deref(), &mut r);
+            r.extensions_mut().insert(Refused(reason));
             return r;
         }
         Decision::Redirect { location } => {
@@ -248,9 +264,9 @@ async fn proxy(
             return r;
         }
     };
+    let facts = ViewerFacts::from_allow(&allow);
     let Allow {
         class,
-        uid,
         set_cookie,
         session,
         pending,
@@ -276,12 +292,12 @@ async fn proxy(
     } else {
         FetchClass::Other
     };
-    let mut resp =
-        fetch_and_stream(app, &req, raw_path, client_ip, fetch_class, uid, started).await;
+    let mut resp = fetch_and_stream(app, &req, raw_path, client_ip, fetch_class).await;
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     add_cors(&app.config, cors_origin.as_deref(), &mut resp);
+    resp.extensions_mut().insert(facts);
     resp
 }
 
@@ -292,8 +308,6 @@ async fn fetch_and_stream(
     raw_path: String,
     client_ip: IpAddr,
     class: FetchClass,
-    uid: Option<String>,
-    started: Instant,
 ) -> Response<Body> {
     let mut headers = HeaderMap::new();
     for name in FORWARDED.iter() {
@@ -339,43 +353,8 @@ async fn fetch_and_stream(
         drop(body);
         return Response::from_parts(parts, response::empty());
     }
-    app.counters
-        .active_transfers
-        .fetch_add(1, Ordering::Relaxed);
-    let observer = Box::new(Accounting {
-        app: app.clone(),
-        path: raw_path,
-        status: parts.status,
-        uid,
-    });
-    let body = TransferBody::new(body, started, observer);
-    Response::from_parts(parts, body.boxed_unsync())
-}
-
-/// Accounting stage: runs once when a transfer ends.
-struct Accounting {
-    app: Arc<App>,
-    path: String,
-    status: StatusCode,
-    uid: Option<String>,
-}
-
-impl TransferObserver for Accounting {
-    fn finish(self: Box<Self>, report: TransferReport) {
-        let c = &self.app.counters;
-        c.active_transfers.fetch_sub(1, Ordering::Relaxed);
-        c.bytes_delivered.fetch_add(report.bytes, Ordering::Relaxed);
-        match report.outcome {
-            Outcome::Completed => {}
-            Outcome::ClientClosed => {
-                c.client_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(path = %self.path, uid = ?self.uid, status = 499, bytes = report.bytes, "viewer closed the connection");
-            }
-            Outcome::OriginError => {
-                tracing::warn!(path = %self.path, status = self.status.as_u16(), bytes = report.bytes, "origin failed mid-transfer");
-            }
-        }
-    }
+    // Streamed as it comes; `exchange::Accounting` counts it when it ends.
+    Response::from_parts(parts, body)
 }
 
 /// Percent-decodes a request path and refuses paths no origin should see:
