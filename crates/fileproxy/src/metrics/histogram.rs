@@ -151,18 +151,19 @@ impl TypedMetric for LatencyHistogram {
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         let snap = self.snapshot();
-        let mut cumulative = 0u64;
+        // The encoder takes per-bucket counts and writes them cumulatively.
         let buckets: Vec<(f64, u64)> = BUCKETS
             .iter()
             .copied()
             .chain(std::iter::once(f64::INFINITY))
-            .zip(snap.counts.iter())
-            .map(|(bound, &c)| {
-                cumulative += c;
-                (bound, cumulative)
-            })
+            .zip(snap.counts.iter().copied())
             .collect();
-        encoder.encode_histogram::<NoLabelSet>(snap.sum_us as f64 / 1e6, cumulative, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(
+            snap.sum_us as f64 / 1e6,
+            snap.count(),
+            &buckets,
+            None,
+        )
     }
 
     fn metric_type(&self) -> MetricType {

@@ -771,6 +771,22 @@ mod tests {
             text.contains("fileproxy_playlist_denials_total{reason=\"playlist_missing_params\"} 1")
         );
         assert!(text.contains("fileproxy_store_operation_seconds_count{op=\"get_many\"} 1"));
+        // Buckets are cumulative: 2 ms is below 2.5 ms, so every bound from there up counts it.
+        assert!(
+            text.contains(
+                "fileproxy_time_to_first_byte_seconds_bucket{le=\"0.001\",route=\"segment\"} 0"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "fileproxy_time_to_first_byte_seconds_bucket{le=\"0.0025\",route=\"segment\"} 1"
+        ));
+        assert!(text.contains(
+            "fileproxy_time_to_first_byte_seconds_bucket{le=\"300.0\",route=\"segment\"} 1"
+        ));
+        assert!(text.contains(
+            "fileproxy_time_to_first_byte_seconds_bucket{le=\"+Inf\",route=\"segment\"} 1"
+        ));
         assert!(text.contains("fileproxy_active_connections 0"));
         let t = m.totals(&Live::default());
         assert_eq!((t.requests, t.bytes, t.ttlb.count()), (1, 1234, 1));
