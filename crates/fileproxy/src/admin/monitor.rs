@@ -51,7 +51,13 @@ mod tests {
     fn page_is_self_contained() {
         let page = super::PAGE;
         assert!(page.contains("<canvas") || page.contains("createElement(\"canvas\")"));
-        for external in ["http://", "https://", "<script src", "<link"] {
+        for external in [
+            "http://",
+            "https://",
+            "<script src",
+            "stylesheet",
+            "@import",
+        ] {
             assert!(!page.contains(external), "page must not load {external}");
         }
     }
