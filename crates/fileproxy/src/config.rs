@@ -312,6 +312,13 @@ pub struct TrafficConfig {
     pub min_bytes: u64,
     /// Folder where unsent batches are spooled; empty → kept in the store.
     pub spool_dir: String,
+    /// `worker_id` of the reports, and the store spool's name; empty → `<hostname>:<listen port>`.
+    /// Must stay the same across restarts for a store spool to be picked up again.
+    pub worker_id: String,
+    /// Time allowed for one report delivery (connect to answer), in milliseconds.
+    pub timeout_ms: u64,
+    /// Longest pause between delivery retries, in seconds (backoff doubles from 1 s).
+    pub retry_max_s: u64,
 }
 
 impl std::fmt::Debug for TrafficConfig {
@@ -322,6 +329,9 @@ impl std::fmt::Debug for TrafficConfig {
             .field("interval_s", &self.interval_s)
             .field("min_bytes", &self.min_bytes)
             .field("spool_dir", &self.spool_dir)
+            .field("worker_id", &self.worker_id)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("retry_max_s", &self.retry_max_s)
             .finish()
     }
 }
@@ -334,6 +344,9 @@ impl Default for TrafficConfig {
             interval_s: 10,
             min_bytes: 1_048_576,
             spool_dir: String::new(),
+            worker_id: String::new(),
+            timeout_ms: 10_000,
+            retry_max_s: 300,
         }
     }
 }
@@ -464,6 +477,9 @@ pub struct LogConfig {
     pub access_log_max_bytes: u64,
     /// Rotated access log files kept.
     pub access_log_keep: usize,
+    /// Lines queued for the access-log writer; past this lines are dropped (and
+    /// counted) rather than slowing requests down.
+    pub access_log_buffer: usize,
 }
 
 impl Default for LogConfig {
@@ -474,6 +490,7 @@ impl Default for LogConfig {
             access_log: "stdout".into(),
             access_log_max_bytes: 100 * 1024 * 1024,
             access_log_keep: 5,
+            access_log_buffer: 8192,
         }
     }
 }
@@ -605,6 +622,8 @@ impl Config {
             ("origin.timeout_ms", self.origin.timeout_ms),
             ("store.op_timeout_ms", self.store.op_timeout_ms),
             ("traffic.interval_s", self.traffic.interval_s),
+            ("traffic.timeout_ms", self.traffic.timeout_ms),
+            ("traffic.retry_max_s", self.traffic.retry_max_s),
             ("auth.session_ttl_s", self.auth.session_ttl_s),
             ("auth.user_session_ttl_s", self.auth.user_session_ttl_s),
             ("auth.ip_access_ttl_s", self.auth.ip_access_ttl_s),
@@ -705,13 +724,19 @@ impl Config {
                 ));
             }
         }
-        if !self.traffic.report_url.is_empty()
-            && self.traffic.report_url.parse::<http::Uri>().is_err()
-        {
+        let report_url_ok = |u: &str| {
+            u.parse::<http::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+            })
+        };
+        if !self.traffic.report_url.is_empty() && !report_url_ok(&self.traffic.report_url) {
             errs.push(format!(
-                "traffic.report_url = {:?}: not a valid URL",
+                "traffic.report_url = {:?}: expected http://host[:port]/path or https://…",
                 self.traffic.report_url
             ));
+        }
+        if self.log.access_log_buffer == 0 {
+            errs.push("log.access_log_buffer must be at least 1".into());
         }
         if self.protect.key_max_uses == 0 {
             errs.push("protect.key_max_uses must be at least 1".into());

@@ -10,11 +10,15 @@
 //! `admin::views`.
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod api;
+pub mod clock;
 pub mod config;
+pub mod exchange;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod origin;
 pub mod pipeline;
 pub mod protect;
@@ -25,3 +29,4 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod traffic;

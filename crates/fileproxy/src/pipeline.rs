@@ -16,16 +16,21 @@ use tokio_util::task::TaskTracker;
 use crate::access::classify::FileClass;
 use crate::access::client_ip::{self, TrustedProxies};
 use crate::access::{self, cors, query, AccessRequest, Allow, Decision, Policy, SessionOutcome};
+use crate::access_log::AccessLog;
 use crate::admin;
 
 use crate::config::Config;
+use crate::exchange::{Exchange, Refused, ViewerFacts};
 use crate::health;
+use crate::metrics::window::Window;
+use crate::metrics::Metrics;
 use crate::origin::{FetchClass, Origin, OriginError, OriginRequest};
 use crate::response::{self, filter_origin_headers, Body};
 use crate::server::Surface;
 use crate::store::SharedStore;
 use crate::stream::{Outcome, TransferBody, TransferObserver, TransferReport};
 use crate::telemetry::Counters;
+use crate::traffic::Traffic;
 
 /// Everything a request needs, built once at start-up and shared by all connections.
 pub struct App {
@@ -47,6 +52,14 @@ pub struct App {
     pub protect: crate::protect::Protect,
     /// When the process started.
     pub started: Instant,
+    /// Metrics of SPEC §5 (`/metrics`, `/stats`).
+    pub metrics: Arc<Metrics>,
+    /// The last minute of figures (`/stats`, `/monitor`).
+    pub window: Window,
+    /// Per-uid traffic accounting and reporting.
+    pub traffic: Arc<Traffic>,
+    /// The access log.
+    pub access_log: AccessLog,
 }
 
 /// Facts about the connection a request arrived on.
@@ -76,18 +89,31 @@ const MAX_API_BODY: usize = 64 * 1024;
 pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     app.counters.requests.fetch_add(1, Ordering::Relaxed);
+    // Accounting stage (metrics, traffic, access log) for every response: `exchange`.
+    let exchange = Exchange::begin(&app, &conn, &req, started);
+    let resp = dispatch(&app, &conn, req, started).await;
+    exchange.finish(&app, resp)
+}
+
+/// Routes a request (SPEC §1).
+async fn dispatch(
+    app: &Arc<App>,
+    conn: &Arc<ConnInfo>,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Response<Body> {
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::GET | &Method::HEAD, "/health") => health::handle(&app).await,
-        _ if admin::is_admin_path(path) => match admin::refusal(&app, &conn, &req) {
-            None => admin::route(&app, req).await,
+        (&Method::GET | &Method::HEAD, "/health") => health::handle(app).await,
+        _ if admin::is_admin_path(path) => match admin::refusal(app, conn, &req) {
+            None => admin::route(app, conn, req).await,
             Some(refused) => refused,
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
-        (&Method::POST, "/api/whitelist") => admit(&app, &conn, req).await,
-        _ if crate::api::is_api_path(path) => crate::api::route(&app, &conn, req).await,
-        (&Method::OPTIONS, _) => preflight(&app, &req),
-        (&Method::GET | &Method::HEAD, _) => proxy(&app, &conn, req, started).await,
+        (&Method::POST, "/api/whitelist") => admit(app, conn, req).await,
+        _ if crate::api::is_api_path(path) => crate::api::route(app, conn, req).await,
+        (&Method::OPTIONS, _) => preflight(app, &req),
+        (&Method::GET | &Method::HEAD, _) => proxy(app, conn, req, started).await,
         _ => {
             let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
             r.headers_mut().insert(
@@ -243,6 +269,7 @@ async fn proxy(
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
             let mut r = response::text(status, body);
             add_cors(&app.config, cors_origin.as_deref(), &mut r);
+            r.extensions_mut().insert(Refused(reason));
             return r;
         }
         Decision::Redirect { location } => {
@@ -258,6 +285,7 @@ async fn proxy(
             return r;
         }
     };
+    let facts = ViewerFacts::from_allow(&allow);
     let Allow {
         class,
         uid,
@@ -304,6 +332,7 @@ async fn proxy(
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     add_cors(&app.config, cors_origin.as_deref(), &mut resp);
+    resp.extensions_mut().insert(facts);
     resp
 }
 
@@ -392,9 +421,6 @@ async fn fetch_and_stream(
         }
         _ => body,
     };
-    app.counters
-        .active_transfers
-        .fetch_add(1, Ordering::Relaxed);
     let live = crate::protect::transfers::TransferMeta {
         method: req.method().to_string(),
         path: raw_path.clone(),
@@ -408,7 +434,6 @@ async fn fetch_and_stream(
         started,
     };
     let observer = Box::new(Accounting {
-        app: app.clone(),
         path: raw_path,
         status: parts.status,
         uid,
@@ -418,9 +443,9 @@ async fn fetch_and_stream(
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// Accounting stage: runs once when a transfer ends.
+/// Origin-side end of a transfer: logs an origin failing mid-way. Counters, traffic
+/// and the access log are the `exchange` stage's job, which wraps every response.
 struct Accounting {
-    app: Arc<App>,
     path: String,
     status: StatusCode,
     uid: Option<String>,
@@ -428,18 +453,8 @@ struct Accounting {
 
 impl TransferObserver for Accounting {
     fn finish(self: Box<Self>, report: TransferReport) {
-        let c = &self.app.counters;
-        c.active_transfers.fetch_sub(1, Ordering::Relaxed);
-        c.bytes_delivered.fetch_add(report.bytes, Ordering::Relaxed);
-        match report.outcome {
-            Outcome::Completed => {}
-            Outcome::ClientClosed => {
-                c.client_closed.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(path = %self.path, uid = ?self.uid, status = 499, bytes = report.bytes, "viewer closed the connection");
-            }
-            Outcome::OriginError => {
-                tracing::warn!(path = %self.path, status = self.status.as_u16(), bytes = report.bytes, "origin failed mid-transfer");
-            }
+        if report.outcome == Outcome::OriginError {
+            tracing::warn!(path = %self.path, uid = ?self.uid, status = self.status.as_u16(), bytes = report.bytes, "origin failed mid-transfer");
         }
     }
 }

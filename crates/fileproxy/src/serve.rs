@@ -12,22 +12,38 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::client_ip::TrustedProxies;
 use crate::access::Policy;
+use crate::access_log::AccessLog;
 use crate::config::{redact_url, Config};
+use crate::metrics::window::Window;
+use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::pipeline::App;
 use crate::server::{self, BoundListener, Surface};
+use crate::store::timed::TimedStore;
 use crate::telemetry::Counters;
+use crate::traffic::Traffic;
 
 /// Builds the application state (store connection, origin client) from a validated config.
 pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
+    let metrics = Arc::new(Metrics::new());
     let store = crate::store::open(&config.store)
         .await
         .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
+    let store = TimedStore::wrap(store, Arc::clone(&metrics));
     let origin = Origin::from_config(&config.origin).context("origin")?;
     let policy = Policy::new(&config.auth, store.clone()).with_protect(&config.protect);
     let trusted = TrustedProxies::new(&config.server.trusted_proxies);
     let protect = crate::protect::Protect::new(&config, store.clone());
-    Ok(Arc::new(App {
+    let traffic = Traffic::start(
+        &config.traffic,
+        &config.server.listen,
+        store.clone(),
+        Arc::clone(&metrics),
+    )
+    .await
+    .context("traffic")?;
+    let access_log = AccessLog::start(&config.log, metrics.access_log_dropped.clone())?;
+    let app = Arc::new(App {
         config,
         store,
         origin,
@@ -37,7 +53,13 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         background: TaskTracker::new(),
         protect,
         started: Instant::now(),
-    }))
+        metrics,
+        window: Window::default(),
+        traffic,
+        access_log,
+    });
+    crate::admin::stats::spawn_sampler(&app);
+    Ok(app)
 }
 
 /// Runs the server until `shutdown` is cancelled (or a signal arrives when `signals`).
@@ -100,6 +122,10 @@ pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> 
     {
         tracing::warn!("some deferred store writes did not finish within 5 s");
     }
+    // Unreported traffic goes to the spool; queued access-log lines to their sink.
+    app.traffic.shutdown().await;
+    let log_app = app.clone();
+    let _ = tokio::task::spawn_blocking(move || log_app.access_log.close()).await;
     tracing::info!("FileProxy stopped");
     Ok(())
 }

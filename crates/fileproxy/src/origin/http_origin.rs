@@ -28,9 +28,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -352,7 +352,7 @@ struct CountingConnector {
 type ConnectFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
 impl tower_service::Service<Uri> for CountingConnector {
-    type Response = <HttpConnector as tower_service::Service<Uri>>::Response;
+    type Response = CountedConn;
     type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
     type Future = ConnectFuture<Self::Response, Self::Error>;
 
@@ -367,7 +367,10 @@ impl tower_service::Service<Uri> for CountingConnector {
             match connecting.await {
                 Ok(stream) => {
                     counters.connection_opened();
-                    Ok(stream)
+                    Ok(CountedConn {
+                        inner: stream,
+                        counters,
+                    })
                 }
                 Err(e) => {
                     if has_timed_out(&e) {
@@ -377,6 +380,68 @@ impl tower_service::Service<Uri> for CountingConnector {
                 }
             }
         })
+    }
+}
+
+/// An origin TCP connection that counts itself closed when the pool drops it (for
+/// the open/idle figures of [`PoolState`]).
+#[derive(Debug)]
+struct CountedConn {
+    /// The TCP stream.
+    inner: TokioIo<tokio::net::TcpStream>,
+    /// Where the close is counted.
+    counters: Arc<PoolCounters>,
+}
+
+impl Drop for CountedConn {
+    fn drop(&mut self) {
+        self.counters.connection_closed();
+    }
+}
+
+impl Connection for CountedConn {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
+
+impl hyper::rt::Read for CountedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for CountedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 }
 

@@ -71,6 +71,11 @@ pub struct PoolState {
     pub connections_opened: u64,
     /// Connect attempts that timed out so far.
     pub connect_timeouts: u64,
+    /// Connections open now (in use or idle in the pool).
+    pub open_connections: u64,
+    /// Open connections not carrying a fetch (`open_connections - in_flight`, floored
+    /// at 0; an HTTP/2 connection carrying several fetches counts once).
+    pub idle_connections: u64,
 }
 
 /// Live counters behind [`PoolState`], shared by an origin and its bodies.
@@ -82,17 +87,29 @@ pub(crate) struct PoolCounters {
     connections_opened: AtomicU64,
     /// Connect attempts that timed out.
     connect_timeouts: AtomicU64,
+    /// Connections closed (dropped by the pool).
+    connections_closed: AtomicU64,
 }
 
 impl PoolCounters {
     /// The figures now, labelled with `kind`.
     pub(crate) fn snapshot(&self, kind: &'static str) -> PoolState {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let opened = self.connections_opened.load(Ordering::Relaxed);
+        let open = opened.saturating_sub(self.connections_closed.load(Ordering::Relaxed));
         PoolState {
             kind,
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            connections_opened: self.connections_opened.load(Ordering::Relaxed),
+            in_flight,
+            connections_opened: opened,
             connect_timeouts: self.connect_timeouts.load(Ordering::Relaxed),
+            open_connections: open,
+            idle_connections: open.saturating_sub(in_flight),
         }
+    }
+
+    /// Counts one connection closed.
+    pub(crate) fn connection_closed(&self) {
+        self.connections_closed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one new connection.

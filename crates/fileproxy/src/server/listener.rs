@@ -173,7 +173,22 @@ async fn serve_io<I>(
     let svc = service_fn(move |req| {
         let app = app.clone();
         let conn = conn.clone();
-        async move { Ok::<_, std::convert::Infallible>(pipeline::handle(app, conn, req).await) }
+        async move {
+            // A bug must never take the connection (or the process) down with it:
+            // a panicking handler becomes a 500 and an error log line.
+            let fut = std::panic::AssertUnwindSafe(pipeline::handle(app, conn, req));
+            let resp = match futures_util::FutureExt::catch_unwind(fut).await {
+                Ok(resp) => resp,
+                Err(_) => {
+                    tracing::error!("request handler panicked; answered 500");
+                    crate::response::text(
+                        http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "Internal Server Error",
+                    )
+                }
+            };
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let fut = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(fut).await {

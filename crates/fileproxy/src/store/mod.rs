@@ -20,6 +20,7 @@ use crate::config::{redact_url, StoreConfig};
 
 pub mod memory;
 pub mod redis;
+pub mod timed;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
