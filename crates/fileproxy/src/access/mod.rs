@@ -361,11 +361,7 @@ fn ts(now: u64) -> i64 {
 
 /// Strips an optional `Bearer ` scheme from an `Authorization` value.
 fn bearer_token(v: &str) -> &str {
-    let v = v.trim();
-    match v.get(..7) {
-        Some(p) if p.eq_ignore_ascii_case("bearer ") => v[7..].trim(),
-        _ => v,
-    }
+    query::bearer_credential(v).unwrap_or(v.trim())
 }
 
 impl Policy {

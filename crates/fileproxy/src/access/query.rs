@@ -20,7 +20,9 @@ pub struct QueryParams<'a> {
     pub token: Option<Cow<'a, str>>,
 }
 
-fn decode(v: &str) -> Cow<'_, str> {
+/// A query name or value percent-decoded, `+` as space, invalid UTF-8 replaced;
+/// borrowed when there is nothing to decode.
+pub fn decode_component(v: &str) -> Cow<'_, str> {
     if v.bytes().any(|b| b == b'%' || b == b'+') {
         let spaced = v.replace('+', " ");
         Cow::Owned(percent_decode_str(&spaced).decode_utf8_lossy().into_owned())
@@ -29,11 +31,34 @@ fn decode(v: &str) -> Cow<'_, str> {
     }
 }
 
+/// The `name=value` pairs of a raw query string (without the `?`), not decoded; a
+/// pair without `=` has an empty value.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+/// The first value of query parameter `name` (names compared as sent), decoded by
+/// [`decode_component`].
+pub fn query_value<'a>(query: &'a str, name: &str) -> Option<Cow<'a, str>> {
+    query_pairs(query)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| decode_component(v))
+}
+
+/// The credential of an `Authorization` value with the `Bearer ` scheme (any case),
+/// trimmed; `None` when the value has no such scheme.
+pub fn bearer_credential(authorization: &str) -> Option<&str> {
+    let v = authorization.trim();
+    let (scheme, rest) = (v.get(..7)?, v.get(7..)?);
+    scheme.eq_ignore_ascii_case("bearer ").then(|| rest.trim())
+}
+
 /// Parses the raw query string (without the `?`).
 pub fn parse_query(query: &str) -> QueryParams<'_> {
     let mut q = QueryParams::default();
-    for pair in query.split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in query_pairs(query) {
         let slot = match name {
             "uid" => &mut q.uid,
             "expires" => &mut q.expires,
@@ -41,7 +66,7 @@ pub fn parse_query(query: &str) -> QueryParams<'_> {
             _ => continue,
         };
         if slot.is_none() {
-            *slot = Some(decode(value));
+            *slot = Some(decode_component(value));
         }
     }
     q
@@ -79,6 +104,17 @@ mod tests {
         assert_eq!(parse_query("uid=a+b").uid.as_deref(), Some("a b"));
         assert_eq!(parse_query("token").token.as_deref(), Some(""));
         assert_eq!(parse_query(""), QueryParams::default());
+        assert_eq!(query_value("a=1&b=x+y&b=2", "b").as_deref(), Some("x y"));
+        assert_eq!(query_value("a=1", "b"), None);
+    }
+
+    #[test]
+    fn bearer() {
+        assert_eq!(bearer_credential(" Bearer  k1 "), Some("k1"));
+        assert_eq!(bearer_credential("bearer k"), Some("k"));
+        assert_eq!(bearer_credential("Basic k"), None);
+        assert_eq!(bearer_credential("k"), None);
+        assert_eq!(bearer_credential("Bearer视"), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
+use crate::access::query;
 use crate::pipeline::{App, ConnInfo};
 use crate::response::{self, Body};
 use crate::server::Surface;
@@ -57,12 +58,7 @@ pub fn refusal<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Option<Respon
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let v = v.trim();
-            v.get(..7)
-                .filter(|p| p.eq_ignore_ascii_case("bearer "))
-                .map(|_| v[7..].trim())
-        })
+        .and_then(query::bearer_credential)
         .or(from_query.as_deref());
     match presented {
         None => {
@@ -118,17 +114,14 @@ pub async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
 /// The first value of query parameter `name`, percent-decoded (`+` is a space);
 /// `None` when absent or not valid UTF-8.
 pub fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
-    let query = req.uri().query()?;
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8()
-                .ok()
-                .map(|c| c.into_owned())
-        };
-        (decode(k)? == name).then(|| decode(v)).flatten()
-    })
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    };
+    query::query_pairs(req.uri().query()?)
+        .find_map(|(k, v)| (decode(k)? == name).then(|| decode(v)).flatten())
 }
 
 /// A `400` JSON answer `{"error": why}`.

@@ -13,17 +13,17 @@
 
 pub mod file_check;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use percent_encoding::percent_decode_str;
 use serde_json::json;
 
-use crate::access::client_ip;
 use crate::access::js::JsCredentials;
+use crate::access::{client_ip, query};
 use crate::pipeline::{read_small_body, unix_now, App, ConnInfo};
 use crate::response::{self, Body};
 
@@ -70,14 +70,7 @@ fn caller_ip(app: &App, conn: &ConnInfo, h: &HeaderMap) -> IpAddr {
 
 /// One query parameter, percent-decoded (`+` as space); the first occurrence wins.
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (n == name).then(|| {
-            percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
+    query::query_value(query, name).map(Cow::into_owned)
 }
 
 /// Answers one of this module's routes.
