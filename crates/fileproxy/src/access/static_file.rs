@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::compat;
-use super::network::{admission_network, lookup_networks, network_key_part, ua_hash};
-use super::whitelist::{AdmitError, Candidate};
+use super::network::{admission_network, network_key_part, ua_hash};
+use super::whitelist::{candidates_keyed, required_fields, AdmitError, Candidate};
 use super::{ts, Policy};
 
 /// `static_file_access:{network with / replaced by _}:{ua_hash}`.
@@ -23,13 +23,7 @@ pub fn static_key(net: &IpNet, ua_hash: &str) -> String {
 
 /// The static-admission keys a viewer may be found under, most specific first.
 pub fn static_candidates(ip: IpAddr, ua_hash: &str, ipv6_prefixes: &[u8]) -> Vec<Candidate> {
-    lookup_networks(ip, ipv6_prefixes)
-        .into_iter()
-        .map(|network| Candidate {
-            key: static_key(&network, ua_hash),
-            network,
-        })
-        .collect()
+    candidates_keyed(ip, ua_hash, ipv6_prefixes, static_key)
 }
 
 /// A static-file admission entry.
@@ -81,22 +75,7 @@ pub struct StaticAdmission {
 /// Validates `{"uid", "clientIp", "UserAgent"}` (all required, non-empty; a numeric
 /// uid is accepted).
 pub fn parse_static_admission(body: &[u8]) -> Result<StaticAdmission, AdmitError> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| AdmitError::BadJson)?;
-    let obj = v.as_object().ok_or(AdmitError::BadJson)?;
-    let field = |name: &'static str| -> Result<String, AdmitError> {
-        let s = obj
-            .get(name)
-            .map(compat::value_to_string)
-            .unwrap_or_default();
-        if s.trim().is_empty() {
-            Err(AdmitError::MissingField(name))
-        } else {
-            Ok(s)
-        }
-    };
-    let uid = field("uid")?;
-    let client_ip = field("clientIp")?;
-    let user_agent = field("UserAgent")?;
+    let [uid, client_ip, user_agent] = required_fields(body, ["uid", "clientIp", "UserAgent"])?;
     let network = admission_network(&client_ip)?;
     Ok(StaticAdmission {
         uid,

@@ -190,23 +190,8 @@ impl From<NetworkError> for AdmitError {
 /// Validates the JSON body `{"uid", "path", "clientIp", "UserAgent"}` (all required,
 /// non-empty; a numeric uid is accepted) into an [`Admission`].
 pub fn parse_admission(body: &[u8]) -> Result<Admission, AdmitError> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| AdmitError::BadJson)?;
-    let obj = v.as_object().ok_or(AdmitError::BadJson)?;
-    let field = |name: &'static str| -> Result<String, AdmitError> {
-        let s = obj
-            .get(name)
-            .map(compat::value_to_string)
-            .unwrap_or_default();
-        if s.trim().is_empty() {
-            Err(AdmitError::MissingField(name))
-        } else {
-            Ok(s)
-        }
-    };
-    let uid = field("uid")?;
-    let path = field("path")?;
-    let client_ip = field("clientIp")?;
-    let user_agent = field("UserAgent")?;
+    let [uid, path, client_ip, user_agent] =
+        required_fields(body, ["uid", "path", "clientIp", "UserAgent"])?;
     let network = admission_network(&client_ip)?;
     let kp = key_path(&admission_path(&path)).to_string();
     if kp.is_empty() {
@@ -219,6 +204,28 @@ pub fn parse_admission(body: &[u8]) -> Result<Admission, AdmitError> {
         ua_hash: ua_hash(&user_agent),
         user_agent,
     })
+}
+
+/// The string values of `names` in a JSON object body, checked in order: each must be
+/// present and not blank (numbers are accepted and written as strings).
+pub(super) fn required_fields<const N: usize>(
+    body: &[u8],
+    names: [&'static str; N],
+) -> Result<[String; N], AdmitError> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| AdmitError::BadJson)?;
+    let obj = v.as_object().ok_or(AdmitError::BadJson)?;
+    let mut out: [String; N] = std::array::from_fn(|_| String::new());
+    for (slot, name) in out.iter_mut().zip(names) {
+        let s = obj
+            .get(name)
+            .map(compat::value_to_string)
+            .unwrap_or_default();
+        if s.trim().is_empty() {
+            return Err(AdmitError::MissingField(name));
+        }
+        *slot = s;
+    }
+    Ok(out)
 }
 
 /// The request path inside an admitted `path`, which may be a full URL, carry a query,
@@ -378,10 +385,20 @@ pub struct Candidate {
 
 /// The keys a viewer's entry may live under, most specific first (bounded; no scan).
 pub fn candidates(ip: IpAddr, ua_hash: &str, ipv6_prefixes: &[u8]) -> Vec<Candidate> {
+    candidates_keyed(ip, ua_hash, ipv6_prefixes, whitelist_key)
+}
+
+/// The viewer's lookup networks, most specific first, each with its key by `key_of`.
+pub(super) fn candidates_keyed(
+    ip: IpAddr,
+    ua_hash: &str,
+    ipv6_prefixes: &[u8],
+    key_of: fn(&IpNet, &str) -> String,
+) -> Vec<Candidate> {
     lookup_networks(ip, ipv6_prefixes)
         .into_iter()
         .map(|network| Candidate {
-            key: whitelist_key(&network, ua_hash),
+            key: key_of(&network, ua_hash),
             network,
         })
         .collect()
