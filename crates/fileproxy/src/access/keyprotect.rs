@@ -10,8 +10,7 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
+use super::replay::{count_capped, use_digest};
 use super::token::{canonical_hex, hex_token, verify_playlist_token, TokenError};
 use crate::store::{Store, StoreError, WindowCount};
 
@@ -96,15 +95,9 @@ pub fn check_key_request(
 /// without its leading `/` and the token in its hex form (so the hex and base64url
 /// forms of one token share a counter).
 pub fn key_use_key(token: &str, uid: &str, path: &str) -> String {
-    let bare = path.strip_prefix('/').unwrap_or(path);
-    let mut h = Sha256::new();
-    h.update(canonical_hex(token).as_bytes());
-    h.update(b":");
-    h.update(uid.as_bytes());
-    h.update(b":");
-    h.update(bare.as_bytes());
-    let digest = hex::encode(h.finalize());
-    format!("key_protect:access:{}", &digest[..32])
+    let mut digest = use_digest(&canonical_hex(token), uid, path);
+    digest.truncate(32);
+    format!("key_protect:access:{digest}")
 }
 
 /// Counts one use of a key token (atomically; the window starts at the first use) and
@@ -117,17 +110,14 @@ pub async fn count_key_use(
     max: u64,
     window: Duration,
 ) -> Result<WindowCount, KeyDeny> {
-    let wc = store
-        .incr_window(&key_use_key(token, uid, path), window)
-        .await
-        .map_err(KeyDeny::Store)?;
-    if wc.count > max {
-        return Err(KeyDeny::Replay {
+    let key = key_use_key(token, uid, path);
+    count_capped(store, &key, max, window, KeyDeny::Store, |wc| {
+        KeyDeny::Replay {
             count: wc.count,
             max,
-        });
-    }
-    Ok(wc)
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -22,14 +22,41 @@ pub fn replay_text(max: u64, ttl_s: u64) -> String {
 /// leading `/`. A token in one of the accepted MAC forms is counted in its base64url
 /// form (the playlist token's), so writing the same MAC in hex gains no extra use.
 pub fn replay_key(token: &str, uid: &str, path: &str) -> String {
+    format!(
+        "token_replay:{}",
+        use_digest(&canonical_b64(token), uid, path)
+    )
+}
+
+/// Lowercase hex SHA-256 of `"{token}:{uid}:{path}"` with `path` without its leading
+/// `/` (the token as given: callers pass its canonical form).
+pub(super) fn use_digest(token: &str, uid: &str, path: &str) -> String {
     let bare = path.strip_prefix('/').unwrap_or(path);
     let mut h = Sha256::new();
-    h.update(canonical_b64(token).as_bytes());
+    h.update(token.as_bytes());
     h.update(b":");
     h.update(uid.as_bytes());
     h.update(b":");
     h.update(bare.as_bytes());
-    format!("token_replay:{}", hex::encode(h.finalize()))
+    hex::encode(h.finalize())
+}
+
+/// Counts one use under `key` (atomically; the window starts at the first use) and
+/// refuses it with `over` past `max`; a store failure refuses with `on_store` (fail
+/// closed).
+pub(super) async fn count_capped<E>(
+    store: &dyn Store,
+    key: &str,
+    max: u64,
+    window: Duration,
+    on_store: fn(StoreError) -> E,
+    over: impl FnOnce(WindowCount) -> E,
+) -> Result<WindowCount, E> {
+    let wc = store.incr_window(key, window).await.map_err(on_store)?;
+    if wc.count > max {
+        return Err(over(wc));
+    }
+    Ok(wc)
 }
 
 /// Why a token use was refused.
@@ -76,18 +103,15 @@ pub async fn count_token_use(
     max: u64,
     window: Duration,
 ) -> Result<WindowCount, ReplayDeny> {
-    let wc = store
-        .incr_window(&replay_key(token, uid, path), window)
-        .await
-        .map_err(ReplayDeny::Store)?;
-    if wc.count > max {
-        return Err(ReplayDeny::Exceeded {
+    let key = replay_key(token, uid, path);
+    count_capped(store, &key, max, window, ReplayDeny::Store, |wc| {
+        ReplayDeny::Exceeded {
             count: wc.count,
             max,
             ttl_s: ttl_secs(wc.ttl),
-        });
-    }
-    Ok(wc)
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
