@@ -49,12 +49,12 @@ pub fn handle(app: &App) -> Response<Body> {
     let live = live(app);
     let t = app.metrics.totals(&live);
     let mut by_status = serde_json::Map::new();
-    for (i, n) in t.by_status.iter().enumerate() {
-        by_status.insert(STATUS_CLASSES[i].into(), (*n).into());
+    for (class, n) in STATUS_CLASSES.iter().zip(t.by_status) {
+        by_status.insert((*class).into(), n.into());
     }
     let mut by_route = serde_json::Map::new();
-    for (i, n) in t.by_route.iter().enumerate() {
-        by_route.insert(Route::ALL[i].as_str().into(), (*n).into());
+    for (route, n) in Route::ALL.iter().zip(t.by_route) {
+        by_route.insert(route.as_str().into(), n.into());
     }
     let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -116,7 +116,7 @@ pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Index into [`STATUS_CLASSES`] of an HTTP status code.
 pub fn status_class(status: u16) -> usize {
-    usize::from(status / 100).clamp(1, 5) - 1
+    usize::from(status / 100).clamp(1, STATUS_CLASSES.len()) - 1
 }
 
 /// A store operation (the `op` label of the store metrics).
@@ -174,6 +174,11 @@ impl StoreOp {
             StoreOp::Ping => "ping",
         }
     }
+
+    /// Position in [`StoreOp::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Result of a whitelist lookup (the `result` label).
@@ -213,6 +218,11 @@ impl WhitelistResult {
             WhitelistResult::Js => "js_admission",
         }
     }
+
+    /// Position in [`WhitelistResult::ALL`].
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// One label pair.
@@ -243,18 +253,18 @@ pub struct Live {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: [[Counter; 5]; 7],
-    client_closed: [Counter; 7],
-    bytes: [Counter; 7],
-    ttfb: [LatencyHistogram; 7],
-    ttlb: [LatencyHistogram; 7],
+    requests: [[Counter; STATUS_CLASSES.len()]; Route::ALL.len()],
+    client_closed: [Counter; Route::ALL.len()],
+    bytes: [Counter; Route::ALL.len()],
+    ttfb: [LatencyHistogram; Route::ALL.len()],
+    ttlb: [LatencyHistogram; Route::ALL.len()],
     sessions_created: Counter,
     sessions_reused: Counter,
     whitelist: [Counter; WhitelistResult::ALL.len()],
     denials: Family<Label, Counter>,
     playlist_denials: Family<Label, Counter>,
-    store_latency: [LatencyHistogram; 10],
-    store_errors: [Counter; 10],
+    store_latency: [LatencyHistogram; StoreOp::ALL.len()],
+    store_errors: [Counter; StoreOp::ALL.len()],
     /// Uids whose traffic was dropped (never reached `min_bytes` within 30 minutes).
     pub traffic_dropped_uids: Counter,
     /// Bytes dropped with them.
@@ -476,7 +486,7 @@ impl Metrics {
 
     /// Counts a whitelist decision.
     pub fn record_whitelist(&self, result: WhitelistResult) {
-        self.whitelist[result as usize].inc();
+        self.whitelist[result.index()].inc();
     }
 
     /// Counts a refusal by the access policy; playlist reasons are counted twice
@@ -499,7 +509,7 @@ impl Metrics {
 
     /// Records one store operation.
     pub fn record_store(&self, op: StoreOp, took: Duration, ok: bool) {
-        let i = op as usize;
+        let i = op.index();
         self.store_latency[i].observe(took);
         if !ok {
             self.store_errors[i].inc();
@@ -649,9 +659,9 @@ pub struct Totals {
     /// Requests answered.
     pub requests: u64,
     /// Requests by status class (index of [`STATUS_CLASSES`]).
-    pub by_status: [u64; 5],
+    pub by_status: [u64; STATUS_CLASSES.len()],
     /// Requests by route (index of [`Route::ALL`]).
-    pub by_route: [u64; 7],
+    pub by_route: [u64; Route::ALL.len()],
     /// Body bytes delivered.
     pub bytes: u64,
     /// Client-closed transfers.
@@ -798,6 +808,24 @@ mod tests {
         assert!(text.contains("fileproxy_active_connections 0"));
         let t = m.totals(&Live::default());
         assert_eq!((t.requests, t.bytes, t.ttlb.count()), (1, 1234, 1));
+    }
+
+    #[test]
+    fn indexes_follow_the_label_order() {
+        for (i, r) in Route::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        for (i, op) in StoreOp::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
+        for (i, w) in WhitelistResult::ALL.iter().enumerate() {
+            assert_eq!(w.index(), i);
+        }
+        assert_eq!(STATUS_CLASSES[status_class(100)], "1xx");
+        assert_eq!(STATUS_CLASSES[status_class(404)], "4xx");
+        assert_eq!(STATUS_CLASSES[status_class(599)], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class(0)], "1xx");
+        assert_eq!(STATUS_CLASSES[status_class(u16::MAX)], "5xx");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{percentiles_ms, Totals};
+use super::{percentiles_ms, status_class, Totals};
 
 /// Samples kept: one minute plus the sample the minute is measured from.
 pub const WINDOW_SAMPLES: usize = 61;
@@ -47,11 +47,12 @@ fn interval(from: &Totals, to: &Totals, secs: f64) -> Value {
         let v = b.saturating_sub(a) as f64 / secs.max(1e-3);
         (v * 100.0).round() / 100.0
     };
-    let errors_4xx = per_s(from.by_status[3], to.by_status[3]);
-    let errors_5xx = per_s(from.by_status[4], to.by_status[4]);
+    let (c4, c5) = (status_class(400), status_class(500));
+    let errors_4xx = per_s(from.by_status[c4], to.by_status[c4]);
+    let errors_5xx = per_s(from.by_status[c5], to.by_status[c5]);
     let requests = to.requests.saturating_sub(from.requests);
-    let errors = to.by_status[3].saturating_sub(from.by_status[3])
-        + to.by_status[4].saturating_sub(from.by_status[4]);
+    let errors = to.by_status[c4].saturating_sub(from.by_status[c4])
+        + to.by_status[c5].saturating_sub(from.by_status[c5]);
     json!({
         "seconds": (secs * 1000.0).round() / 1000.0,
         "requests": requests,
