@@ -143,6 +143,27 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [DenyReason; 17] = [
+        DenyReason::NoKeyPath,
+        DenyReason::WhitelistNoEntry,
+        DenyReason::WhitelistPathNotAdmitted,
+        DenyReason::StoreUnavailable,
+        DenyReason::PlaylistNoUid,
+        DenyReason::PlaylistMissingParams,
+        DenyReason::PlaylistBadToken,
+        DenyReason::PlaylistExpired,
+        DenyReason::PlaylistLimit,
+        DenyReason::PlaylistCountUnavailable,
+        DenyReason::KeyMissingAuth,
+        DenyReason::KeyMissingExpires,
+        DenyReason::KeyBadToken,
+        DenyReason::KeyReplay,
+        DenyReason::KeyCountUnavailable,
+        DenyReason::TokenReplay,
+        DenyReason::TokenReplayUnavailable,
+    ];
+
     /// Stable snake_case name for metrics labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {

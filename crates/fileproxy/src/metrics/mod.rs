@@ -578,7 +578,7 @@ impl Metrics {
         let family = |f: &Family<Label, Counter>| {
             let mut m = serde_json::Map::new();
             // Reasons are few; reading them goes through the family's lock once.
-            for reason in DENY_REASONS {
+            for reason in DenyReason::ALL.map(DenyReason::as_str) {
                 let v = f.get(&[("reason", reason)]).map(|c| c.get()).unwrap_or(0);
                 if v > 0 {
                     m.insert(reason.to_string(), v.into());
@@ -626,20 +626,6 @@ impl Metrics {
         })
     }
 }
-
-/// Denial reasons known today (the JSON view lists these; `/metrics` lists any).
-const DENY_REASONS: [&str; 10] = [
-    "no_key_path",
-    "whitelist_no_entry",
-    "whitelist_path_not_admitted",
-    "store_unavailable",
-    "playlist_no_uid",
-    "playlist_missing_params",
-    "playlist_bad_token",
-    "playlist_expired",
-    "playlist_limit",
-    "playlist_count_unavailable",
-];
 
 /// `{p50, p95, p99, mean}` in milliseconds (nulls without observations).
 pub fn percentiles_ms(s: &HistSnapshot) -> serde_json::Value {
@@ -830,20 +816,22 @@ mod tests {
 
     #[test]
     fn every_deny_reason_is_listed() {
-        use DenyReason::*;
-        for r in [
-            NoKeyPath,
-            WhitelistNoEntry,
-            WhitelistPathNotAdmitted,
-            StoreUnavailable,
-            PlaylistNoUid,
-            PlaylistMissingParams,
-            PlaylistBadToken,
-            PlaylistExpired,
-            PlaylistLimit,
-            PlaylistCountUnavailable,
-        ] {
-            assert!(DENY_REASONS.contains(&r.as_str()));
+        // `DenyReason::ALL` holds every variant once, in declaration order (the
+        // discriminant of the last variant bounds the count).
+        for (i, r) in DenyReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
         }
+        assert_eq!(
+            DenyReason::TokenReplayUnavailable as usize + 1,
+            DenyReason::ALL.len()
+        );
+        let m = Metrics::new();
+        m.record_denial(DenyReason::KeyReplay);
+        m.record_denial(DenyReason::PlaylistLimit);
+        let b = m.breakdown();
+        assert_eq!(b["access_denials"]["key_replay"], 1);
+        assert_eq!(b["access_denials"]["playlist_limit"], 1);
+        assert_eq!(b["playlist_denials"]["playlist_limit"], 1);
+        assert!(b["playlist_denials"].get("key_replay").is_none());
     }
 }
