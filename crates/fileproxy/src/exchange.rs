@@ -103,7 +103,7 @@ impl Exchange {
         let logging = app.access_log.enabled();
         Exchange {
             started,
-            unix: crate::pipeline::unix_now() as i64,
+            unix: i64::try_from(crate::pipeline::unix_now()).unwrap_or(i64::MAX),
             route: route_of(conn.surface, req.uri().path()),
             method: req.method().clone(),
             version: req.version(),

@@ -61,7 +61,7 @@ pub fn handle(app: &App) -> Response<Body> {
         "uptime_s": live.uptime.as_secs(),
         "now_unix_ms": std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0),
         "totals": {
             "requests": t.requests,
