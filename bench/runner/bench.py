@@ -268,7 +268,14 @@ def set_congctl(ns, algo):
 
 
 class Topology:
-    """Namespaces and links for one scenario; addresses the parts use to reach each other."""
+    """Namespaces and links for one scenario; addresses the parts use to reach each other.
+
+    loopback: viewers, peer, redis and origin share namespace fpb-lo and talk on 127.0.0.1.
+    netem:    `netem up` creates fpb-cli (viewers) and fpb-srv (peer, redis, origin) joined
+              by its emulated link; without a netem binary a plain veth pair is used.
+    --slow-origin (loopback scenarios): `netem up` creates fpb-lo (viewers, peer, redis)
+              and fpb-org (origin) joined by an emulated link, so only the origin is far.
+    """
 
     def __init__(self, scn, args):
         self.scn, self.args = scn, args
@@ -276,68 +283,102 @@ class Topology:
         self.namespaces = []
         self.desc = ""
 
+    def have_netem(self):
+        return bool(self.args.netem_bin) and os.path.exists(self.args.netem_bin)
+
     def up(self):
         a, s = self.args, self.scn
-        origin_link = a.slow_origin
         if s["link"] == "loopback":
-            ns_add(NS_LO)
-            self.namespaces = [NS_LO]
             self.cli_ns = self.srv_ns = self.org_ns = NS_LO
-            self.peer_addr = "127.0.0.1"
-            self.client_ip = "127.0.0.1"
+            self.peer_addr = self.client_ip = "127.0.0.1"
             self.peer_listen = f"127.0.0.1:{PEER_PORT}"
+            self.origin_hostport = f"127.0.0.1:{ORIGIN_PORT}"
             self.desc = "loopback inside one private namespace (no link emulation)"
-            if origin_link:
-                raise SystemExit("--slow-origin needs a netem scenario")
+            if a.slow_origin:
+                if not self.have_netem():
+                    raise SystemExit("--slow-origin needs the netem binary (cargo build --release -p netem)")
+                self.org_ns = NS_ORG
+                self.origin_hostport = f"{ORG_ADDR}:{ORIGIN_PORT}"
+                o = dict(delay_ms=a.origin_delay_ms, jitter_ms=0, rate_mbit=a.origin_rate_mbit,
+                         loss_pct=a.origin_loss_pct, per_flow=False, queue_kb=a.origin_queue_kb)
+                self.desc += "; origin behind " + self.netem(NS_LO, NS_ORG, SRV_ORG_ADDR, ORG_ADDR, o, "origin")
+            else:
+                ns_add(NS_LO)
+                self.namespaces = [NS_LO]
         else:
-            for ns in (NS_CLI, NS_SRV) + ((NS_ORG,) if origin_link else ()):
-                ns_add(ns)
-            self.namespaces = [NS_CLI, NS_SRV] + ([NS_ORG] if origin_link else [])
+            if a.slow_origin:
+                raise SystemExit("--slow-origin is supported with loopback scenarios (viewers near, origin far)")
             self.cli_ns, self.srv_ns = NS_CLI, NS_SRV
-            self.org_ns = NS_ORG if origin_link else NS_SRV
-            self.peer_addr = SRV_ADDR
-            self.client_ip = CLI_ADDR
+            self.org_ns = NS_SRV
+            self.peer_addr, self.client_ip = SRV_ADDR, CLI_ADDR
             self.peer_listen = f"0.0.0.0:{PEER_PORT}"
-            self.desc = self.link(NS_CLI, NS_SRV, CLI_ADDR, SRV_ADDR, s, "viewers")
-            if origin_link:
-                o = dict(link="netem", delay_ms=a.origin_delay_ms, jitter_ms=0, rate_mbit=a.origin_rate_mbit,
-                         loss_pct=a.origin_loss_pct, per_flow=False, queue_kb=1024)
-                self.desc += "; origin: " + self.link(NS_SRV, NS_ORG, SRV_ORG_ADDR, ORG_ADDR, o, "origin")
-        self.origin_hostport = f"{ORG_ADDR if origin_link else '127.0.0.1'}:{ORIGIN_PORT}"
-        self.origin_direct = f"{self.peer_addr}:{ORIGIN_PORT}"
-        for ns in {self.srv_ns, self.org_ns}:
+            self.origin_hostport = f"127.0.0.1:{ORIGIN_PORT}"
+            if self.have_netem():
+                self.desc = self.netem(NS_CLI, NS_SRV, CLI_ADDR, SRV_ADDR, s, "viewers")
+            else:
+                self.desc = self.veth(NS_CLI, NS_SRV, CLI_ADDR, SRV_ADDR)
+        self.origin_direct = (self.origin_hostport if s["link"] == "loopback"
+                              else f"{self.peer_addr}:{ORIGIN_PORT}")
+        for ns in sorted({self.srv_ns, self.org_ns}):
             set_congctl(ns, a.cc)
         return self
 
-    def link(self, cns, sns, caddr, saddr, s, tag):
+    def netem(self, cns, sns, caddr, saddr, s, tag):
         a = self.args
-        if a.netem_bin and os.path.exists(a.netem_bin):
-            argv = [a.netem_bin, "up", "--clients-ns", cns, "--servers-ns", sns, "--client-addr", caddr,
-                    "--server-addr", saddr, "--rate-mbit", str(s["rate_mbit"]), "--delay-ms", str(s["delay_ms"]),
-                    "--jitter-ms", str(s.get("jitter_ms", 0)), "--loss", str(s["loss_pct"]),
-                    "--queue-kb", str(s.get("queue_kb", 256))] + (["--per-flow"] if s.get("per_flow") else [])
-            argv += a.netem_arg
-            p = Proc(f"netem-{tag}", argv)
-            self.links.append(p)
-            if not wait_tcp_path(cns, saddr, p):
+        ready = os.path.join(WORK, f"netem-{tag}.ready")
+        stats = os.path.join(WORK, f"netem-{tag}.json")
+        for f in (ready, stats):
+            if os.path.exists(f):
+                os.unlink(f)
+        argv = [a.netem_bin, "up", "--clients-ns", cns, "--servers-ns", sns, "--client-addr", caddr,
+                "--server-addr", saddr, "--rate-mbit", str(s["rate_mbit"]), "--delay-ms", str(s["delay_ms"]),
+                "--jitter-ms", str(s.get("jitter_ms", 0)), "--loss", str(s["loss_pct"]),
+                "--ready-file", ready, "--stats-json", stats]
+        if s.get("queue_kb"):
+            argv += ["--queue-kb", str(s["queue_kb"])]
+        if s.get("per_flow"):
+            argv += ["--per-flow"]
+        argv += a.netem_arg
+        p = Proc(f"netem-{tag}", argv)
+        self.links.append((p, cns, sns, stats))
+        end = time.monotonic() + 20
+        while not os.path.exists(ready):
+            if not p.alive() or time.monotonic() > end:
                 raise RuntimeError(f"netem link {tag} did not come up:\n{p.tail()}")
-            return (f"netem: one-way delay {s['delay_ms']} ms ± {s.get('jitter_ms', 0)} ms, "
-                    f"{s['rate_mbit']} Mbit/s {'per flow' if s.get('per_flow') else 'shared'}, "
-                    f"loss {s['loss_pct']} % each way, queue {s.get('queue_kb', 256)} KB")
-        # No emulator available: a plain veth pair (stated in the results).
-        ca, sa = f"fv{tag[0]}c", f"fv{tag[0]}s"
-        sh("ip", "link", "add", ca, "netns", cns, "type", "veth", "peer", "name", sa, "netns", sns)
-        sh("ip", "-n", cns, "addr", "add", f"{caddr}/30", "dev", ca)
-        sh("ip", "-n", sns, "addr", "add", f"{saddr}/30", "dev", sa)
-        sh("ip", "-n", cns, "link", "set", ca, "up")
-        sh("ip", "-n", sns, "link", "set", sa, "up")
-        return "veth pair WITHOUT emulation (no netem binary given): the scenario's link figures were NOT applied"
+            time.sleep(0.1)
+        if not wait_tcp_path(cns, saddr, p):
+            raise RuntimeError(f"netem link {tag}: {saddr} unreachable from {cns}:\n{p.tail()}")
+        return (f"netem (userspace TUN relay, crates/netem): one-way delay {s['delay_ms']} ms ± "
+                f"{s.get('jitter_ms', 0)} ms, {s['rate_mbit']} Mbit/s {'per flow' if s.get('per_flow') else 'shared'}, "
+                f"loss {s['loss_pct']} % each way, queue {s.get('queue_kb') or 'default'} KiB")
+
+    def veth(self, cns, sns, caddr, saddr):
+        for ns in (cns, sns):
+            ns_add(ns)
+            self.namespaces.append(ns)
+        sh("ip", "link", "add", "fpbv-c", "netns", cns, "type", "veth", "peer", "name", "fpbv-s", "netns", sns)
+        sh("ip", "-n", cns, "addr", "add", f"{caddr}/30", "dev", "fpbv-c")
+        sh("ip", "-n", sns, "addr", "add", f"{saddr}/30", "dev", "fpbv-s")
+        sh("ip", "-n", cns, "link", "set", "fpbv-c", "up")
+        sh("ip", "-n", sns, "link", "set", "fpbv-s", "up")
+        return "veth pair WITHOUT emulation (no netem binary found): the scenario's link figures were NOT applied"
+
+    def link_stats(self):
+        out = {}
+        for p, _, _, stats in self.links:
+            try:
+                os.kill(p.pid, signal.SIGUSR1)
+                time.sleep(0.3)
+                with open(stats) as f:
+                    out[p.name] = json.load(f)
+            except (OSError, ValueError):
+                pass
+        return out
 
     def down(self):
-        for p in self.links:
+        for p, cns, sns, _ in self.links:
             p.stop()
-        if self.links and self.args.netem_bin:
-            sh(self.args.netem_bin, "down", check=False)
+            sh(self.args.netem_bin, "down", "--clients-ns", cns, "--servers-ns", sns, check=False)
         for ns in self.namespaces:
             sh("ip", "netns", "del", ns, check=False)
 
@@ -386,7 +427,7 @@ def wait_http(ns, url, proc, timeout=30):
 
 
 def origin_accepts(topo):
-    text = http_get(topo.org_ns, f"http://{topo.origin_hostport.replace(ORG_ADDR, '127.0.0.1')}/nginx_status")
+    text = http_get(topo.org_ns, f"http://127.0.0.1:{ORIGIN_PORT}/nginx_status")
     m = re.search(r"\n\s*(\d+)\s+(\d+)\s+(\d+)", text)
     return int(m.group(1)) if m else None
 
@@ -482,9 +523,48 @@ def run_wrk(scn, topo, base, spec, keys, rundir, args):
     if spec["auth"]:
         admit_for_wrk(topo, base, keys, ua, [f"/vod/2024-05-01/{v}/{scn['rendition']}/index.m3u8" for v in videos])
     env = {"FPB_PATHS": " ".join(paths), "FPB_UA": ua}
-    argv = ["wrk", "-t", "2", "-c", str(scn["connections"]), "-d", f"{scn['duration_s']}s", "--timeout",
-            f"{scn['timeout_s']}s", "-s", os.path.join(BENCH, "load", "segments.lua"), base + paths[0]]
+    argv = ["wrk", "-t", "2", "-c", str(scn["connections"]), "-d", f"{int(round(scn['duration_s']))}s", "--timeout",
+            f"{int(round(scn['timeout_s']))}s", "-s", os.path.join(BENCH, "load", "segments.lua"), base + paths[0]]
     return Proc("load", argv, ns=topo.cli_ns, env=env, logdir=rundir), None
+
+
+def check_auth(topo, base, keys):
+    """Smoke: an auth peer must refuse what SPEC §2 refuses and serve what it allows."""
+    ua = "fpb-check/1.0"
+    h = (f"User-Agent: {ua}",)
+    pl = "/vod/2024-05-01/v0001/hi/index.m3u8"
+    seg = "/vod/2024-05-01/v0001/hi/seg_00001.ts"
+    exp = int(time.time()) + 600
+    good = f"{base}{pl}?uid=chk&expires={exp}&token={sign_token(keys['secret'], 'chk', pl[1:], exp)}"
+    steps = [
+        ("segment before admission", lambda: http_status(topo.cli_ns, base + seg, headers=h), 403),
+        ("admission with a wrong key", lambda: http_status(
+            topo.cli_ns, f"{base}/api/whitelist", method="POST", headers=("Authorization: Bearer nope",),
+            data=json.dumps({"uid": "chk", "path": pl, "clientIp": topo.client_ip, "UserAgent": ua})), 403),
+        ("admission", lambda: http_status(
+            topo.cli_ns, f"{base}/api/whitelist", method="POST", data=json.dumps(
+                {"uid": "chk", "path": pl, "clientIp": topo.client_ip, "UserAgent": ua}),
+            headers=(f"Authorization: Bearer {keys['api_key']}", "Content-Type: application/json")), 200),
+        ("playlist with a bad token", lambda: http_status(
+            topo.cli_ns, f"{base}{pl}?uid=chk&expires={exp}&token=AAAA", headers=h), 403),
+        ("playlist with a good token", lambda: http_status(topo.cli_ns, good, headers=h), 200),
+        ("same playlist again (access count, limit 1)", lambda: http_status(topo.cli_ns, good, headers=h), 403),
+        ("segment after admission", lambda: http_status(topo.cli_ns, base + seg, headers=h), 200),
+        ("other video's segment", lambda: http_status(
+            topo.cli_ns, base + seg.replace("v0001", "v0002"), headers=h), 403),
+    ]
+    for what, call, want in steps:
+        got = call()
+        if got != want:
+            raise RuntimeError(f"auth check '{what}': HTTP {got}, expected {want}")
+
+
+def sign_token(secret, uid, path, expires):
+    import base64
+    import hashlib
+    import hmac
+    d = hmac.new(secret.encode(), f"{uid}:{path}:{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(d).rstrip(b"=").decode()
 
 
 def one_run(peer, scn, topo, media_dir, args, run_idx):
@@ -504,6 +584,9 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
         peer_p, base = start_peer(peer, topo, rundir, keys, args)
         if peer_p:
             procs.append(peer_p)
+        if args.smoke and spec["auth"]:
+            check_auth(topo, base, keys)
+            result["auth_checked"] = True
         time.sleep(0.5)
         accepts0 = origin_accepts(topo)
         roots = {"origin": origin.pid}
@@ -514,6 +597,8 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
         runner = run_wrk if scn.get("mode") == "wrk" else run_hls
         load, outdir = runner(scn, topo, base, spec, keys, rundir, args)
         roots["load"] = load.pid
+        for lp, *_ in topo.links:
+            roots[lp.name] = lp.pid
         sampler = Sampler(roots)
         sampler.start()
         hard_limit = scn["duration_s"] + 60
@@ -684,6 +769,8 @@ def summarize(peer, runs):
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
     s["host_busy_pct"] = med(col(lambda r: r["usage"]["host_busy"] * 100))
+    s["link_cpu_pct"] = {n: med(col(lambda r, n=n: r["usage"]["cpu_s"].get(n, 0) / r["usage"]["wall_s"] * 100))
+                         for n in good[0]["usage"]["cpu_s"] if n.startswith("netem")}
     s["seg_totals_ms"] = [x for r in good for x in r["seg_totals_ms"]]
     tl = [r["timeline"] for r in good if r["timeline"]]
     s["timeline"] = [statistics.mean(v) for v in zip(*tl)] if tl else []
@@ -726,7 +813,7 @@ def git_rev():
     return (r.stdout.strip() or "?") + ("+dirty" if d.stdout.strip() else "")
 
 
-def write_report(scn, summaries, topo_desc, args, cmdline, started):
+def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     os.makedirs(args.results, exist_ok=True)
     tag = f"-{args.tag}" if args.tag else ""
     stem = f"{started:%Y-%m-%d}-{scn['name']}{tag}"
@@ -768,7 +855,7 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started):
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         if "rps" not in s:
-            L.append(f"| {s['peer']} | FAILED: {'; '.join(x[:120] for x in s['failures'])} |" + " |" * (8 if wrk else 11))
+            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (8 if wrk else 11))
             continue
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
         if s["failed_runs"]:
@@ -799,6 +886,12 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started):
              "completed media requests over the whole run, Redis's own CPU in brackets; **origin conns** = TCP "
              "connections the origin accepted during the run (nginx stub_status); **load-gen CPU %** = the "
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
+    lc = [f"{s['peer']} {', '.join(f'{k} {v:.0f} %' for k, v in s['link_cpu_pct'].items())}"
+          for s in summaries if s.get("link_cpu_pct")]
+    if lc:
+        L.append("")
+        L.append("Link emulator CPU (% of one core, median): " + "; ".join(lc) + ". It shares the 2 cores with "
+                 "everything else; its drop and lateness counters are in the .json file.")
     if not wrk and any(s.get("stalls") for s in summaries):
         L.append("")
         L.append("Stalls (realtime pacing): " + ", ".join(f"{s['peer']} {s['stalls']} ({s['stall_s']:.0f} s)"
@@ -812,7 +905,8 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started):
         f.write("\n".join(L) + "\n")
     slim = [{k: v for k, v in s.items() if k not in ("seg_totals_ms",)} for s in summaries]
     with open(os.path.join(args.results, stem + ".json"), "w") as f:
-        json.dump({"scenario": scn, "summaries": slim, "link": topo_desc, "command": cmdline}, f, indent=1, default=str)
+        json.dump({"scenario": scn, "summaries": slim, "link": topo_desc, "command": cmdline,
+                   "link_counters": link_stats}, f, indent=1, default=str)
     return md_path
 
 
@@ -891,6 +985,7 @@ def main():
     ap.add_argument("--origin-delay-ms", type=float, default=20)
     ap.add_argument("--origin-rate-mbit", type=float, default=200)
     ap.add_argument("--origin-loss-pct", type=float, default=0)
+    ap.add_argument("--origin-queue-kb", type=int, default=0, help="0 = netem's default")
     ap.add_argument("--load-procs", type=int, default=1, help="load generator processes")
     ap.add_argument("--max-requests", type=int, default=200_000, help="per load process, a hard bound")
     ap.add_argument("--seed", type=int, default=1)
@@ -941,6 +1036,7 @@ def main():
     media_dir = ensure_media(scn.get("media", "full"), scn["media_cfg"])
     topo = Topology(scn, a)
     results = defaultdict(list)
+    link_stats = {}
     try:
         topo.up()
         log(f"scenario {scn['name']}: {topo.desc}; peers {' '.join(peers)}; {a.runs} run(s)")
@@ -954,10 +1050,11 @@ def main():
                         f"segment total P99 {fmt(r['total_ms'][2])} ms, errors {r['error_count']}, "
                         f"peer CPU {fmt(r['usage']['cpu_s'].get('peer'), 1)} s, load-gen CPU "
                         f"{r['usage']['cpu_s']['load']:.1f} s / {r['usage']['wall_s']:.0f} s")
+        link_stats = topo.link_stats()
     finally:
         topo.down()
     summaries = [summarize(p, results[p]) for p in peers]
-    path = write_report(scn, summaries, topo.desc, a, cmdline, started)
+    path = write_report(scn, summaries, topo.desc, a, cmdline, started, link_stats)
     log(f"wrote {os.path.relpath(path, REPO)}")
     bad = []
     for s in summaries:
