@@ -501,7 +501,7 @@ def run_hls(scn, topo, base, spec, keys, rundir, args):
             "--ramp-s", str(min(5.0, scn["warmup_s"])), "--client-ip", topo.client_ip, "--procs", str(args.load_procs),
             "--seed", str(args.seed), "--out", out, "--max-requests", str(args.max_requests)]
     if spec["auth"]:
-        argv += ["--admit", "--api-key", keys["api_key"], "--secret", keys["secret"]]
+        argv += ["--admit", f"--api-key={keys['api_key']}", f"--secret={keys['secret']}"]
     return Proc("load", argv, ns=topo.cli_ns, logdir=rundir), out
 
 
@@ -572,7 +572,7 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
     rundir = os.path.join(WORK, "runs", f"{scn['name']}-{peer}-{run_idx}")
     shutil.rmtree(rundir, ignore_errors=True)
     os.makedirs(os.path.join(rundir, "tmp"))
-    keys = {"secret": secrets.token_urlsafe(24), "api_key": secrets.token_urlsafe(24)}
+    keys = {"secret": secrets.token_hex(24), "api_key": secrets.token_hex(24)}
     procs = []
     result = {"peer": peer, "run": run_idx}
     try:
@@ -615,6 +615,8 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
             result["peer_died"] = peer_p.tail()
         result.update(usage=usage, load_rc=load_rc,
                       origin_conns=(accepts1 - accepts0) if None not in (accepts0, accepts1) else None)
+        if load_rc != 0:
+            raise RuntimeError(f"load generator exited with {load_rc}: {load.tail(5)}")
         if scn.get("mode") == "wrk":
             result.update(parse_wrk(load, scn))
         else:
@@ -942,9 +944,11 @@ def make_plots(scn, summaries, outdir, stem):
         for s in have:
             ax.plot(range(len(s["timeline"])), s["timeline"], label=s["peer"])
         ax.axvline(scn["warmup_s"], color="grey", ls="--", lw=0.8)
+        ax.set_xlim(0, scn["duration_s"])
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("seconds since load start")
         ax.set_ylabel("goodput, Mbit/s")
-        ax.set_title(f"{scn['name']}: goodput over time (mean of runs; dashed = end of warm-up)")
+        ax.set_title(f"{scn['name']}: goodput over time (mean of runs; dashed = end of warm-up)", fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
         fn = f"{stem}-throughput.png"
@@ -986,7 +990,7 @@ def main():
     ap.add_argument("--origin-rate-mbit", type=float, default=200)
     ap.add_argument("--origin-loss-pct", type=float, default=0)
     ap.add_argument("--origin-queue-kb", type=int, default=0, help="0 = netem's default")
-    ap.add_argument("--load-procs", type=int, default=1, help="load generator processes")
+    ap.add_argument("--load-procs", type=int, help="load generator processes (default: the scenario's load_procs, 1)")
     ap.add_argument("--max-requests", type=int, default=200_000, help="per load process, a hard bound")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="", help="suffix of the result file names (default: cc when not cubic)")
@@ -1013,6 +1017,8 @@ def main():
         scn["viewers"] = a.viewers
     if a.runs is None:
         a.runs = scn.get("runs", 1)
+    if a.load_procs is None:
+        a.load_procs = scn.get("load_procs", 1)
     if not a.tag and a.cc != "cubic":
         a.tag = a.cc
     peers = a.peers or list(DEFAULT_PEERS)
