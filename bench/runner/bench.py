@@ -645,7 +645,7 @@ def pct(values, q):
 
 def parse_hls(outdir, scn):
     rows = []
-    lg_cpu, lg_wall, incomplete = 0.0, 0.0, 0
+    lg_cpu, lg_wall, incomplete, conns = 0.0, 0.0, 0, 0
     for fn in sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []:
         path = os.path.join(outdir, fn)
         if fn.endswith(".csv"):
@@ -658,6 +658,7 @@ def parse_hls(outdir, scn):
             lg_cpu += j["cpu_s"]
             lg_wall = max(lg_wall, j["wall_s"])
             incomplete += j["incomplete"]
+            conns += j.get("connections", 0)
     w0, w1 = scn["warmup_s"], scn["duration_s"]
     span = w1 - w0
     media = [r for r in rows if r["kind"] in ("playlist", "key", "segment")]
@@ -676,6 +677,7 @@ def parse_hls(outdir, scn):
         "playlist_ms": [None if not pl_ok else pct([float(r["total"]) * 1000 for r in pl_ok], q) for q in (50, 99)],
         "errors": dict(errors), "error_count": sum(errors.values()), "incomplete": incomplete,
         "stalls": len(stalls), "stall_s": sum(stalls), "loadgen_cpu_s": lg_cpu, "loadgen_wall_s": lg_wall,
+        "client_conns": conns,
         "seg_totals_ms": [float(r["total"]) * 1000 for r in seg_ok],
         "timeline": timeline([r for r in ok], scn["duration_s"]),
     }
@@ -717,7 +719,7 @@ def parse_wrk(load, scn):
             "goodput_mbit": j["bytes"] * 8 / d / 1e6, "ttfb_ms": [None, None, None],
             "total_ms": [j["lat_p50_us"] / 1000, j["lat_p95_us"] / 1000, j["lat_p99_us"] / 1000],
             "playlist_ms": [None, None], "errors": errors, "error_count": sum(errors.values()), "incomplete": 0,
-            "stalls": 0, "stall_s": 0.0, "loadgen_cpu_s": None, "seg_totals_ms": [], "timeline": [],
+            "stalls": 0, "stall_s": 0.0, "loadgen_cpu_s": None, "client_conns": scn["connections"], "seg_totals_ms": [], "timeline": [],
             "segments_ok": j["requests"] - j["status"], "playlists_ok": 0}
 
 
@@ -768,6 +770,7 @@ def summarize(peer, runs):
     s["pss_mib"] = med(col(lambda r: r["usage"]["peak_pss_kb"].get("peer", 0) / 1024 if "peer" in r["usage"]["peak_pss_kb"] else None))
     s["procs"] = max(col(lambda r: r["usage"]["procs"].get("peer", 0)))
     s["origin_conns"] = med(col(lambda r: r["origin_conns"]))
+    s["client_conns"] = med(col(lambda r: r.get("client_conns")))
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
     s["host_busy_pct"] = med(col(lambda r: r["usage"]["host_busy"] * 100))
@@ -853,11 +856,11 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     else:
         L.append("| peer | req/s | goodput Mbit/s | segment TTFB P50 / P95 / P99 ms | segment total P50 / P95 / P99 ms "
                  "| playlist P50 / P99 ms | errors | peak RSS MiB (PSS) | peer CPU s / 1k req (+redis) "
-                 "| origin conns | load-gen CPU % | host busy % |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| origin conns | viewer conns | load-gen CPU % | host busy % |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         if "rps" not in s:
-            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (8 if wrk else 11))
+            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (8 if wrk else 12))
             continue
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
         if s["failed_runs"]:
@@ -876,7 +879,7 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
             ttfb = " / ".join(fmt(x) for x in s["ttfb_ms"])
             pl = " / ".join(fmt(x) for x in s["playlist_ms"])
             L.append(f"| {s['peer']} | {fmt_spread(s['rps'], 1)} | {fmt_spread(s['goodput'])} | {ttfb} | {lat} | {pl} "
-                     f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
+                     f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} | {fmt(s['client_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
                      f"| {fmt(s['host_busy_pct'])} |")
     L.append("")
     L.append("Columns: **req/s** = media requests (playlist, key, segment) completed with 2xx/3xx inside the "
@@ -886,7 +889,8 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "**peak RSS** = highest sum of RSS over the peer's processes (PSS in brackets: shared pages counted "
              "once); **CPU s / 1k req** = CPU seconds of the peer's processes (utime+stime from /proc) per 1000 "
              "completed media requests over the whole run, Redis's own CPU in brackets; **origin conns** = TCP "
-             "connections the origin accepted during the run (nginx stub_status); **load-gen CPU %** = the "
+             "connections the origin accepted during the run (nginx stub_status); **viewer conns** = TCP connections "
+             "the viewers opened (one per viewer unless the peer closed a keep-alive connection); **load-gen CPU %** = the "
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
     lc = [f"{s['peer']} {', '.join(f'{k} {v:.0f} %' for k, v in s['link_cpu_pct'].items())}"
           for s in summaries if s.get("link_cpu_pct")]
