@@ -773,6 +773,8 @@ def summarize(peer, runs):
     s["client_conns"] = med(col(lambda r: r.get("client_conns")))
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
+    workers = max(1, s["loadgen_procs"] - (1 if s["loadgen_procs"] > 1 else 0))  # parent only waits
+    s["loadgen_saturated"] = s["loadgen_cpu_pct"] is not None and s["loadgen_cpu_pct"] / workers > 75
     s["host_busy_pct"] = med(col(lambda r: r["usage"]["host_busy"] * 100))
     s["link_cpu_pct"] = {n: med(col(lambda r, n=n: r["usage"]["cpu_s"].get(n, 0) / r["usage"]["wall_s"] * 100))
                          for n in good[0]["usage"]["cpu_s"] if n.startswith("netem")}
@@ -878,7 +880,8 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         else:
             ttfb = " / ".join(fmt(x) for x in s["ttfb_ms"])
             pl = " / ".join(fmt(x) for x in s["playlist_ms"])
-            L.append(f"| {s['peer']} | {fmt_spread(s['rps'], 1)} | {fmt_spread(s['goodput'])} | {ttfb} | {lat} | {pl} "
+            mark = " ‡" if s.get("loadgen_saturated") else ""
+            L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'], 1)} | {fmt_spread(s['goodput'])} | {ttfb} | {lat} | {pl} "
                      f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} | {fmt(s['client_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
                      f"| {fmt(s['host_busy_pct'])} |")
     L.append("")
@@ -892,6 +895,10 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "connections the origin accepted during the run (nginx stub_status); **viewer conns** = TCP connections "
              "the viewers opened (one per viewer unless the peer closed a keep-alive connection); **load-gen CPU %** = the "
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
+    if any(s.get("loadgen_saturated") for s in summaries):
+        L.append("")
+        L.append("‡ The load generator's processes were above 75 % of a core each: this row is bounded by the "
+                 "viewers (and the 2 shared cores), not only by the peer; read it as a lower bound.")
     lc = [f"{s['peer']} {', '.join(f'{k} {v:.0f} %' for k, v in s['link_cpu_pct'].items())}"
           for s in summaries if s.get("link_cpu_pct")]
     if lc:
