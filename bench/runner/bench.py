@@ -715,7 +715,7 @@ def parse_wrk(load, scn):
     j = json.loads(m.group(1))
     d = j["duration_us"] / 1e6
     errors = {k: j[k] for k in ("connect", "read", "write", "status", "timeout") if j[k]}
-    return {"requests_total": j["requests"], "media_ok": j["requests"] - j["status"], "rps": j["requests"] / d,
+    return {"wrk_threads": 2, "requests_total": j["requests"], "media_ok": j["requests"] - j["status"], "rps": j["requests"] / d,
             "goodput_mbit": j["bytes"] * 8 / d / 1e6, "ttfb_ms": [None, None, None],
             "total_ms": [j["lat_p50_us"] / 1000, j["lat_p95_us"] / 1000, j["lat_p99_us"] / 1000],
             "playlist_ms": [None, None], "errors": errors, "error_count": sum(errors.values()), "incomplete": 0,
@@ -774,6 +774,8 @@ def summarize(peer, runs):
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
     workers = max(1, s["loadgen_procs"] - (1 if s["loadgen_procs"] > 1 else 0))  # parent only waits
+    if all("wrk_threads" in r for r in good):
+        workers = good[0]["wrk_threads"]
     s["loadgen_saturated"] = s["loadgen_cpu_pct"] is not None and s["loadgen_cpu_pct"] / workers > 75
     s["host_busy_pct"] = med(col(lambda r: r["usage"]["host_busy"] * 100))
     s["link_cpu_pct"] = {n: med(col(lambda r, n=n: r["usage"]["cpu_s"].get(n, 0) / r["usage"]["wall_s"] * 100))
@@ -853,8 +855,8 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     L.append("")
     if wrk:
         L.append("| peer | req/s | goodput Mbit/s | latency P50 / P95 / P99 ms | errors | peak RSS MiB (PSS) | "
-                 "peer CPU s / 1k req | origin conns | host busy % |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
+                 "peer CPU s / 1k req | origin conns | load-gen CPU % | host busy % |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
     else:
         L.append("| peer | req/s | goodput Mbit/s | segment TTFB P50 / P95 / P99 ms | segment total P50 / P95 / P99 ms "
                  "| playlist P50 / P99 ms | errors | peak RSS MiB (PSS) | peer CPU s / 1k req (+redis) "
@@ -862,7 +864,7 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         if "rps" not in s:
-            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (8 if wrk else 12))
+            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (9 if wrk else 12))
             continue
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
         if s["failed_runs"]:
@@ -875,8 +877,9 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         if s.get("redis_cpu_per_1k") is not None:
             cpu += f" (+{fmt(s['redis_cpu_per_1k'], 2)})"
         if wrk:
-            L.append(f"| {s['peer']} | {fmt_spread(s['rps'])} | {fmt_spread(s['goodput'])} | {lat} | {errs} | {rss} "
-                     f"| {cpu} | {fmt(s['origin_conns'])} | {fmt(s['host_busy_pct'])} |")
+            mark = " ‡" if s.get("loadgen_saturated") else ""
+            L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'])} | {fmt_spread(s['goodput'])} | {lat} | {errs} | {rss} "
+                     f"| {cpu} | {fmt(s['origin_conns'])} | {fmt(s['loadgen_cpu_pct'])} | {fmt(s['host_busy_pct'])} |")
         else:
             ttfb = " / ".join(fmt(x) for x in s["ttfb_ms"])
             pl = " / ".join(fmt(x) for x in s["playlist_ms"])
@@ -897,7 +900,7 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
     if any(s.get("loadgen_saturated") for s in summaries):
         L.append("")
-        L.append("‡ The load generator's processes were above 75 % of a core each: this row is bounded by the "
+        L.append("‡ The load generator's processes (wrk: threads) were above 75 % of a core each: this row is bounded by the "
                  "viewers (and the 2 shared cores), not only by the peer; read it as a lower bound.")
     lc = [f"{s['peer']} {', '.join(f'{k} {v:.0f} %' for k, v in s['link_cpu_pct'].items())}"
           for s in summaries if s.get("link_cpu_pct")]
