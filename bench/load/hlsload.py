@@ -68,8 +68,15 @@ class Gen:
         self.rows = []
         self.requests = 0
         self.incomplete = 0
+        self.connections = 0
+        self.trace = aiohttp.TraceConfig()
+        self.trace.on_connection_create_end.append(self.on_conn)
         self.rng = random.Random(a.seed * 1000 + index)
         self.timeout = aiohttp.ClientTimeout(total=a.timeout_s, connect=min(15, a.timeout_s))
+
+    async def on_conn(self, session, ctx, params):
+        """Counts the TCP connections the viewers open (a closed keep-alive means one more)."""
+        self.connections += 1
 
     def now(self):
         return time.monotonic() - self.t0
@@ -124,7 +131,7 @@ class Gen:
             conn = aiohttp.TCPConnector(limit=1, force_close=False, enable_cleanup_closed=False)
             async with aiohttp.ClientSession(connector=conn, timeout=self.timeout,
                                              cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
-                                             headers={"User-Agent": ua}) as s:
+                                             headers={"User-Agent": ua}, trace_configs=[self.trace]) as s:
                 ok = await self.play(s, tag, uid, ua, ppath)
             if not ok and self.budget_left():
                 await asyncio.sleep(1.0)  # a failed player retries after a pause, not in a hot loop
@@ -210,7 +217,7 @@ def child_main(a):
     ru = resource.getrusage(resource.RUSAGE_SELF)
     with open(os.path.join(a.out, f"p{a.proc_index}.json"), "w") as f:
         json.dump({"cpu_s": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss, "requests": g.requests,
-                   "incomplete": g.incomplete, "wall_s": time.monotonic() - g.t0}, f)
+                   "incomplete": g.incomplete, "connections": g.connections, "wall_s": time.monotonic() - g.t0}, f)
     return 0
 
 

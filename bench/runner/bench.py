@@ -645,7 +645,7 @@ def pct(values, q):
 
 def parse_hls(outdir, scn):
     rows = []
-    lg_cpu, lg_wall, incomplete = 0.0, 0.0, 0
+    lg_cpu, lg_wall, incomplete, conns = 0.0, 0.0, 0, 0
     for fn in sorted(os.listdir(outdir)) if os.path.isdir(outdir) else []:
         path = os.path.join(outdir, fn)
         if fn.endswith(".csv"):
@@ -658,6 +658,7 @@ def parse_hls(outdir, scn):
             lg_cpu += j["cpu_s"]
             lg_wall = max(lg_wall, j["wall_s"])
             incomplete += j["incomplete"]
+            conns += j.get("connections", 0)
     w0, w1 = scn["warmup_s"], scn["duration_s"]
     span = w1 - w0
     media = [r for r in rows if r["kind"] in ("playlist", "key", "segment")]
@@ -676,6 +677,7 @@ def parse_hls(outdir, scn):
         "playlist_ms": [None if not pl_ok else pct([float(r["total"]) * 1000 for r in pl_ok], q) for q in (50, 99)],
         "errors": dict(errors), "error_count": sum(errors.values()), "incomplete": incomplete,
         "stalls": len(stalls), "stall_s": sum(stalls), "loadgen_cpu_s": lg_cpu, "loadgen_wall_s": lg_wall,
+        "client_conns": conns,
         "seg_totals_ms": [float(r["total"]) * 1000 for r in seg_ok],
         "timeline": timeline([r for r in ok], scn["duration_s"]),
     }
@@ -713,11 +715,11 @@ def parse_wrk(load, scn):
     j = json.loads(m.group(1))
     d = j["duration_us"] / 1e6
     errors = {k: j[k] for k in ("connect", "read", "write", "status", "timeout") if j[k]}
-    return {"requests_total": j["requests"], "media_ok": j["requests"] - j["status"], "rps": j["requests"] / d,
+    return {"wrk_threads": 2, "requests_total": j["requests"], "media_ok": j["requests"] - j["status"], "rps": j["requests"] / d,
             "goodput_mbit": j["bytes"] * 8 / d / 1e6, "ttfb_ms": [None, None, None],
             "total_ms": [j["lat_p50_us"] / 1000, j["lat_p95_us"] / 1000, j["lat_p99_us"] / 1000],
             "playlist_ms": [None, None], "errors": errors, "error_count": sum(errors.values()), "incomplete": 0,
-            "stalls": 0, "stall_s": 0.0, "loadgen_cpu_s": None, "seg_totals_ms": [], "timeline": [],
+            "stalls": 0, "stall_s": 0.0, "loadgen_cpu_s": None, "client_conns": scn["connections"], "seg_totals_ms": [], "timeline": [],
             "segments_ok": j["requests"] - j["status"], "playlists_ok": 0}
 
 
@@ -768,8 +770,13 @@ def summarize(peer, runs):
     s["pss_mib"] = med(col(lambda r: r["usage"]["peak_pss_kb"].get("peer", 0) / 1024 if "peer" in r["usage"]["peak_pss_kb"] else None))
     s["procs"] = max(col(lambda r: r["usage"]["procs"].get("peer", 0)))
     s["origin_conns"] = med(col(lambda r: r["origin_conns"]))
+    s["client_conns"] = med(col(lambda r: r.get("client_conns")))
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
+    workers = max(1, s["loadgen_procs"] - (1 if s["loadgen_procs"] > 1 else 0))  # parent only waits
+    if all("wrk_threads" in r for r in good):
+        workers = good[0]["wrk_threads"]
+    s["loadgen_saturated"] = s["loadgen_cpu_pct"] is not None and s["loadgen_cpu_pct"] / workers > 75
     s["host_busy_pct"] = med(col(lambda r: r["usage"]["host_busy"] * 100))
     s["link_cpu_pct"] = {n: med(col(lambda r, n=n: r["usage"]["cpu_s"].get(n, 0) / r["usage"]["wall_s"] * 100))
                          for n in good[0]["usage"]["cpu_s"] if n.startswith("netem")}
@@ -848,16 +855,16 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     L.append("")
     if wrk:
         L.append("| peer | req/s | goodput Mbit/s | latency P50 / P95 / P99 ms | errors | peak RSS MiB (PSS) | "
-                 "peer CPU s / 1k req | origin conns | host busy % |")
-        L.append("|---|---|---|---|---|---|---|---|---|")
+                 "peer CPU s / 1k req | origin conns | load-gen CPU % | host busy % |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
     else:
         L.append("| peer | req/s | goodput Mbit/s | segment TTFB P50 / P95 / P99 ms | segment total P50 / P95 / P99 ms "
                  "| playlist P50 / P99 ms | errors | peak RSS MiB (PSS) | peer CPU s / 1k req (+redis) "
-                 "| origin conns | load-gen CPU % | host busy % |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+                 "| origin conns | viewer conns | load-gen CPU % | host busy % |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         if "rps" not in s:
-            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (8 if wrk else 11))
+            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (9 if wrk else 12))
             continue
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
         if s["failed_runs"]:
@@ -870,13 +877,15 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         if s.get("redis_cpu_per_1k") is not None:
             cpu += f" (+{fmt(s['redis_cpu_per_1k'], 2)})"
         if wrk:
-            L.append(f"| {s['peer']} | {fmt_spread(s['rps'])} | {fmt_spread(s['goodput'])} | {lat} | {errs} | {rss} "
-                     f"| {cpu} | {fmt(s['origin_conns'])} | {fmt(s['host_busy_pct'])} |")
+            mark = " ‡" if s.get("loadgen_saturated") else ""
+            L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'])} | {fmt_spread(s['goodput'])} | {lat} | {errs} | {rss} "
+                     f"| {cpu} | {fmt(s['origin_conns'])} | {fmt(s['loadgen_cpu_pct'])} | {fmt(s['host_busy_pct'])} |")
         else:
             ttfb = " / ".join(fmt(x) for x in s["ttfb_ms"])
             pl = " / ".join(fmt(x) for x in s["playlist_ms"])
-            L.append(f"| {s['peer']} | {fmt_spread(s['rps'], 1)} | {fmt_spread(s['goodput'])} | {ttfb} | {lat} | {pl} "
-                     f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
+            mark = " ‡" if s.get("loadgen_saturated") else ""
+            L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'], 1)} | {fmt_spread(s['goodput'])} | {ttfb} | {lat} | {pl} "
+                     f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} | {fmt(s['client_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
                      f"| {fmt(s['host_busy_pct'])} |")
     L.append("")
     L.append("Columns: **req/s** = media requests (playlist, key, segment) completed with 2xx/3xx inside the "
@@ -886,8 +895,13 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "**peak RSS** = highest sum of RSS over the peer's processes (PSS in brackets: shared pages counted "
              "once); **CPU s / 1k req** = CPU seconds of the peer's processes (utime+stime from /proc) per 1000 "
              "completed media requests over the whole run, Redis's own CPU in brackets; **origin conns** = TCP "
-             "connections the origin accepted during the run (nginx stub_status); **load-gen CPU %** = the "
+             "connections the origin accepted during the run (nginx stub_status); **viewer conns** = TCP connections "
+             "the viewers opened (one per viewer unless the peer closed a keep-alive connection); **load-gen CPU %** = the "
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
+    if any(s.get("loadgen_saturated") for s in summaries):
+        L.append("")
+        L.append("‡ The load generator's processes (wrk: threads) were above 75 % of a core each: this row is bounded by the "
+                 "viewers (and the 2 shared cores), not only by the peer; read it as a lower bound.")
     lc = [f"{s['peer']} {', '.join(f'{k} {v:.0f} %' for k, v in s['link_cpu_pct'].items())}"
           for s in summaries if s.get("link_cpu_pct")]
     if lc:
