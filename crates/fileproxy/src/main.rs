@@ -98,10 +98,7 @@ fn sign(path: &Path, uid: &str, file: &str, ttl: u64) -> ExitCode {
         eprintln!("fileproxy: --uid must be non-empty and --path must start with /");
         return ExitCode::from(1);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = fileproxy::clock::unix_secs();
     println!(
         "{}",
         fileproxy::access::token::sign_url(cfg.auth.secret.as_bytes(), uid, file, ttl, now)

@@ -130,13 +130,7 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&s
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Current Unix time in seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::clock::unix_secs as unix_now;
 
 /// Adds FileProxy's CORS headers for the request's `Origin` (SPEC §1, `cors.allow_origins`).
 fn add_cors(cfg: &Config, origin: Option<&str>, resp: &mut Response<Body>) {

@@ -59,10 +59,7 @@ pub fn handle(app: &App) -> Response<Body> {
     let mut body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": live.uptime.as_secs(),
-        "now_unix_ms": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0),
+        "now_unix_ms": crate::clock::unix_ms(),
         "totals": {
             "requests": t.requests,
             "by_status": by_status,

@@ -34,12 +34,7 @@ pub struct Window {
     ring: Mutex<VecDeque<Sample>>,
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
+use crate::clock::unix_ms;
 
 /// Rates and latency of the interval between two samples.
 fn interval(from: &Totals, to: &Totals, secs: f64) -> Value {

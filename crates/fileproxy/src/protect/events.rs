@@ -139,9 +139,7 @@ pub struct AccessEvent<'a> {
     pub user_agent: &'a str,
 }
 
-fn unix_now() -> u64 {
-    crate::pipeline::unix_now()
-}
+use crate::clock::unix_secs as unix_now;
 
 /// Writes queued events to their store lists, one at a time, in order.
 async fn store_writer(
