@@ -31,6 +31,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,11 @@ pub fn default_worker_id(listen: &str) -> String {
     format!("{host}:{port}")
 }
 
+/// The millisecond stamp in a spooled batch name (`batch-<ms>-<report_id>.json`).
+fn batch_name_ms(name: &str) -> Option<u64> {
+    name.strip_prefix("batch-")?.split('-').next()?.parse().ok()
+}
+
 /// Per-uid traffic: aggregation, batching, spooling and delivery.
 pub struct Traffic {
     url: Option<Uri>,
@@ -319,6 +325,9 @@ pub struct Traffic {
     view: Mutex<View>,
     /// Serialises batch cuts and deliveries (the reporter task and shutdown).
     work: tokio::sync::Mutex<()>,
+    /// Millisecond stamp of the newest spooled batch name: names sort in cut order
+    /// even when two cuts fall in one millisecond or the clock steps back.
+    last_batch_ms: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -385,6 +394,7 @@ impl Traffic {
             metrics,
             view: Mutex::new(View::default()),
             work: tokio::sync::Mutex::new(()),
+            last_batch_ms: std::sync::atomic::AtomicU64::new(0),
             stop: CancellationToken::new(),
             task: Mutex::new(None),
         });
@@ -401,6 +411,9 @@ impl Traffic {
             Ok(batches) => {
                 let mut view = lock(&self.view);
                 for (name, body) in batches {
+                    if let Some(ms) = batch_name_ms(&name) {
+                        self.last_batch_ms.fetch_max(ms, Ordering::Relaxed);
+                    }
                     match BatchInfo::parse(&body) {
                         Some(info) => {
                             view.spooled.insert(name, info);
@@ -570,7 +583,17 @@ impl Traffic {
             bytes: picked.iter().map(|(_, a)| a.bytes).sum(),
         };
         if self.url.is_some() {
-            let name = format!("batch-{:015}-{report_id}.json", (now * 1000.0) as u64);
+            let wall_ms = (now * 1000.0) as u64;
+            let next = |prev: u64| wall_ms.max(prev + 1);
+            let prev =
+                match self
+                    .last_batch_ms
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(next(p)))
+                {
+                    Ok(p) | Err(p) => p,
+                };
+            let ms = next(prev);
+            let name = format!("batch-{ms:015}-{report_id}.json");
             if let Err(e) = self.spool.put(&name, &body).await {
                 // Figures stay in memory: the next cut includes them in a new batch.
                 self.metrics.traffic_spool_errors.inc();

@@ -213,3 +213,49 @@ async fn store_spool_when_no_folder() {
 fn default_worker_id_has_port() {
     assert!(default_worker_id("127.0.0.1:10080").ends_with(":10080"));
 }
+
+#[tokio::test]
+async fn batch_names_sort_in_cut_order_even_if_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // A batch spooled by an earlier run whose clock was ahead of ours.
+    let future = "batch-999999999999990-00000000-0000-0000-0000-000000000000.json";
+    let t = start(&cfg(&dead_url(), dir.path(), 1)).await;
+    t.record("u1", 10, FileClass::Segment, ip("10.0.0.1"), None);
+    assert!(t.cut().await);
+    let body = std::fs::read(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .find_map(|e| {
+                let n = e.unwrap().file_name().into_string().unwrap();
+                n.starts_with("batch-").then(|| dir.path().join(n))
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(future), &body).unwrap();
+    t.stop.cancel();
+
+    let t2 = start(&cfg(&dead_url(), dir.path(), 1)).await;
+    for uid in ["a", "b", "c"] {
+        t2.record(uid, 10, FileClass::Segment, ip("10.0.0.1"), None);
+        assert!(t2.cut().await);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("batch-"))
+        .collect();
+    names.sort();
+    let order: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let p: Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join(n)).unwrap()).unwrap();
+            p["traffic_details"][0]["uid"].clone()
+        })
+        .collect();
+    assert_eq!(order, ["u1", "u1", "a", "b", "c"], "{names:?}");
+    assert_eq!(batch_name_ms(future), Some(999_999_999_999_990));
+    assert_eq!(batch_name_ms("batch-x.json"), None);
+    t2.stop.cancel();
+}
