@@ -16,9 +16,9 @@ use fileproxy::store::{self, update_json, SharedStore, StoreError, Write};
 use support::redis::{free_port, RedisCluster, RedisServer, TlsFiles};
 
 const LONG: Duration = Duration::from_secs(60);
-const SHORT: Duration = Duration::from_millis(300);
+const SHORT: Duration = Duration::from_millis(1000);
 /// Sleep that outlasts [`SHORT`] by a wide margin.
-const PAST_SHORT: Duration = Duration::from_millis(700);
+const PAST_SHORT: Duration = Duration::from_millis(2200);
 
 fn s(v: &str) -> Option<String> {
     Some(v.to_string())
