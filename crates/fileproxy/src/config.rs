@@ -537,18 +537,7 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse(format!("config file: {e}")))?;
         apply_env_overrides(&mut table, env)?;
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
-            |e: serde_path_to_error::Error<toml::de::Error>| {
-                let path = e.path().to_string();
-                let msg = e.inner().message().trim().to_string();
-                if path.is_empty() || path == "." {
-                    ConfigError::Parse(format!("configuration: {msg}"))
-                } else {
-                    ConfigError::Parse(format!("configuration key {path}: {msg}"))
-                }
-            },
-        )?;
-        Ok(cfg)
+        deserialize_reporting_every_key(table)
     }
 
     /// Checks values; returns every problem found, each naming its key.
@@ -832,6 +821,79 @@ pub fn redact_url(url: &str) -> String {
 ///
 /// Values are parsed as TOML (so `true`, `42`, `["a","b"]` work); anything that does
 /// not parse as TOML is taken as a plain string.
+/// Most structural problems reported at once; a file with more is surely not a config.
+const MAX_KEY_ERRORS: usize = 64;
+
+/// Deserializes the merged table. On failure it keeps going: each offending key is
+/// named, taken out and the rest tried again, so one run of `check-config` lists every
+/// unknown or mistyped key, plus the value problems of the keys that did parse.
+fn deserialize_reporting_every_key(mut table: toml::Table) -> Result<Config, ConfigError> {
+    let mut errors: Vec<String> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let attempt: Result<Config, _> =
+            serde_path_to_error::deserialize(toml::Value::Table(table.clone()));
+        let err = match attempt {
+            Ok(cfg) if errors.is_empty() => return Ok(cfg),
+            Ok(cfg) => {
+                if let Err(ConfigError::Invalid(more)) = cfg.validate() {
+                    errors.extend(
+                        more.into_iter()
+                            .filter(|m| !removed.iter().any(|k| m.starts_with(k.as_str()))),
+                    );
+                }
+                return Err(ConfigError::Invalid(errors));
+            }
+            Err(e) => e,
+        };
+        let path = err.path().to_string();
+        let msg = err.inner().message().trim().to_string();
+        errors.push(if path.is_empty() || path == "." {
+            format!("configuration: {msg}")
+        } else {
+            format!("configuration key {path}: {msg}")
+        });
+        match remove_offending_key(&mut table, &err) {
+            Some(key) if errors.len() < MAX_KEY_ERRORS => removed.push(key),
+            // No way to go on (or too many problems): report what was found.
+            _ => {
+                return Err(if errors.len() == 1 {
+                    ConfigError::Parse(errors.remove(0))
+                } else {
+                    ConfigError::Invalid(errors)
+                })
+            }
+        }
+    }
+}
+
+/// Takes the key an error points at (the last table key on its path: the unknown or
+/// mistyped key itself, or the array holding a bad element) out of the table and
+/// returns its dotted name; `None` when the path names nothing in the table.
+fn remove_offending_key(
+    table: &mut toml::Table,
+    err: &serde_path_to_error::Error<toml::de::Error>,
+) -> Option<String> {
+    let keys: Vec<&str> = err
+        .path()
+        .iter()
+        .map_while(|seg| match seg {
+            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
+            _ => None,
+        })
+        .collect();
+    let (last, parents) = keys.split_last()?;
+    let mut cur = table;
+    for key in parents {
+        cur = match cur.get_mut(*key) {
+            Some(toml::Value::Table(t)) => t,
+            _ => return None,
+        };
+    }
+    cur.remove(*last)?;
+    Some(keys.join("."))
+}
+
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],
@@ -917,6 +979,37 @@ mod tests {
         assert!(err.to_string().contains("listne"), "{err}");
         let err = load("[nosuch]\na = 1\n", &[]).unwrap_err();
         assert!(err.to_string().contains("nosuch"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_key_is_named_in_one_go() {
+        let err = load(
+            "top = 1\n[server]\nbogus = 1\nlisten = \"nowhere\"\ntrusted_proxies = [1]\n\
+             [auth]\nmax_paths_per_cidr = \"a\"\n[auth.playlist_limits.unknown]\nlimt = 1\n\
+             [nosuch]\na = 1\n[origin]\nurl = \"ftp://a\"\n",
+            &[("FILEPROXY_STORE__URLL", "x")],
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        for key in [
+            "top",
+            "server.bogus",
+            "server.trusted_proxies",
+            "auth.max_paths_per_cidr",
+            "auth.playlist_limits.unknown.limt",
+            "nosuch",
+            "store.urll",
+            // Value problems of keys that did parse are listed too.
+            "server.listen",
+            "origin.url",
+        ] {
+            assert!(msg.contains(key), "{key} missing in {msg}");
+        }
+        let one = load("[server]\nbogus = 1\n", &[]).unwrap_err().to_string();
+        assert!(
+            one.contains("configuration key server.bogus: unknown field"),
+            "{one}"
+        );
     }
 
     #[test]

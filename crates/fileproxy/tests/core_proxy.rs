@@ -426,6 +426,18 @@ fn bad_configs_exit_1_naming_the_key() {
         assert_eq!(code, 1, "serve accepted {text}");
         assert!(err.contains(key), "{key} not named in: {err}");
     }
+    // Several bad keys: one run names them all.
+    let many = dir.path().join("many.toml");
+    std::fs::write(
+        &many,
+        "[server]\nlistne = 1\nshutdown_grace_s = \"soon\"\n[origin]\nurl = \"ftp://x\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["check-config", "--config", many.to_str().unwrap()], &[]);
+    assert_eq!(code, 1);
+    for key in ["server.listne", "server.shutdown_grace_s", "origin.url"] {
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[auth]\nsecret = \"s\"\nwhitelist_api_key = \"k\"\n").unwrap();
     let (code, _, _) = run_cli(&["check-config", "--config", good.to_str().unwrap()], &[]);
