@@ -817,10 +817,6 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Applies `FILEPROXY_<SECTION>__<KEY>[__<SUBKEY>]` variables onto the parsed table.
-///
-/// Values are parsed as TOML (so `true`, `42`, `["a","b"]` work); anything that does
-/// not parse as TOML is taken as a plain string.
 /// Most structural problems reported at once; a file with more is surely not a config.
 const MAX_KEY_ERRORS: usize = 64;
 
@@ -894,6 +890,10 @@ fn remove_offending_key(
     Some(keys.join("."))
 }
 
+/// Applies `FILEPROXY_<SECTION>__<KEY>[__<SUBKEY>]` variables onto the parsed table.
+///
+/// Values are parsed as TOML (so `true`, `42`, `["a","b"]` work); anything that does
+/// not parse as TOML is taken as a plain string.
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],

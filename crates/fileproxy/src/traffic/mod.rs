@@ -584,7 +584,7 @@ impl Traffic {
         };
         if self.url.is_some() {
             let wall_ms = (now * 1000.0) as u64;
-            let next = |prev: u64| wall_ms.max(prev + 1);
+            let next = |prev: u64| wall_ms.max(prev.saturating_add(1));
             let prev =
                 match self
                     .last_batch_ms
