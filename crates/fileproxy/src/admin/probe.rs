@@ -9,26 +9,13 @@ use std::time::Instant;
 
 use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::json;
 
 use crate::access::classify::{classify, FileClass};
+use crate::access::token::encode_path;
 use crate::origin::{FetchClass, OriginRequest};
 use crate::pipeline::App;
 use crate::response::{self, Body};
-
-/// Bytes percent-encoded when the decoded path is sent to the origin.
-const PATH_ENCODE: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
 
 /// Checks the `path` parameter; `Err` carries the reason for the `400`.
 pub fn validate(path: Option<&str>) -> Result<String, &'static str> {
@@ -55,7 +42,8 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
         Ok(p) => p,
         Err(why) => return super::bad_request(why),
     };
-    let encoded = utf8_percent_encode(&path, PATH_ENCODE).to_string();
+    // Encoded as the file-check API does, so both ask the origin for the same URL.
+    let encoded = encode_path(&path);
     let backend_url = app.origin.describe_url(&encoded);
     let class = if classify(&path) == FileClass::Playlist {
         FetchClass::Playlist
