@@ -22,10 +22,10 @@ use crate::access::client_ip;
 use crate::access::{Allow, DenyReason, SessionOutcome, WhitelistOutcome};
 use crate::access_log::Entry;
 use crate::admin;
+use crate::app::Surface;
+use crate::app::{App, ConnInfo};
 use crate::metrics::{Route, WhitelistResult};
-use crate::pipeline::{App, ConnInfo};
 use crate::response::Body;
-use crate::server::Surface;
 use crate::stream::{Outcome, TransferBody, TransferObserver, TransferReport};
 
 /// What the viewer flow learned about an allowed request (a response extension).

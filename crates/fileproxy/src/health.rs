@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{Response, StatusCode};
 
-use crate::pipeline::App;
+use crate::app::App;
 use crate::response::{self, Body};
 
 /// Answers `/health`.

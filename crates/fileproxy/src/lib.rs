@@ -13,6 +13,7 @@ pub mod access;
 pub mod access_log;
 pub mod admin;
 pub mod api;
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod exchange;

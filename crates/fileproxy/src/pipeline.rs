@@ -1,7 +1,7 @@
 //! The request pipeline: route → client identity → classify → access policy → origin
 //! → response stream → accounting. `handle` reads top to bottom as those stages.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,67 +11,19 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio_util::task::TaskTracker;
 
 use crate::access::classify::FileClass;
-use crate::access::client_ip::{self, TrustedProxies};
-use crate::access::{self, cors, query, AccessRequest, Allow, Decision, Policy, SessionOutcome};
-use crate::access_log::AccessLog;
+use crate::access::client_ip;
+use crate::access::{self, cors, query, AccessRequest, Allow, Decision, SessionOutcome};
 use crate::admin;
 
+use crate::app::{App, ConnInfo, Surface};
 use crate::config::Config;
 use crate::exchange::{Exchange, Refused, ViewerFacts};
 use crate::health;
-use crate::metrics::window::Window;
-use crate::metrics::Metrics;
-use crate::origin::{FetchClass, Origin, OriginError, OriginRequest};
+use crate::origin::{FetchClass, OriginError, OriginRequest};
 use crate::response::{self, filter_origin_headers, Body};
-use crate::server::Surface;
-use crate::store::SharedStore;
 use crate::stream::{Outcome, TransferBody, TransferObserver, TransferReport};
-use crate::telemetry::Counters;
-use crate::traffic::Traffic;
-
-/// Everything a request needs, built once at start-up and shared by all connections.
-pub struct App {
-    /// The validated configuration.
-    pub config: Config,
-    /// Shared state.
-    pub store: SharedStore,
-    /// Where files come from.
-    pub origin: Origin,
-    /// The access policy (SPEC §2 steps 2–6, §3, §4).
-    pub policy: Policy,
-    /// Peers whose forwarding headers are believed.
-    pub trusted: TrustedProxies,
-    /// Live counters.
-    pub counters: Counters,
-    /// Deferred store writes still running (awaited on shutdown).
-    pub background: TaskTracker,
-    /// SPEC §9 state: playlist rewriting, operator-view events, live transfers.
-    pub protect: crate::protect::Protect,
-    /// When the process started.
-    pub started: Instant,
-    /// Metrics of SPEC §5 (`/metrics`, `/stats`).
-    pub metrics: Arc<Metrics>,
-    /// The last minute of figures (`/stats`, `/monitor`).
-    pub window: Window,
-    /// Per-uid traffic accounting and reporting.
-    pub traffic: Arc<Traffic>,
-    /// The access log.
-    pub access_log: AccessLog,
-}
-
-/// Facts about the connection a request arrived on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// Which listener accepted it.
-    pub surface: Surface,
-    /// Whether TLS was terminated.
-    pub tls: bool,
-}
 
 /// Viewer headers forwarded to the origin (SPEC §2 step 7).
 const FORWARDED: [header::HeaderName; 5] = [

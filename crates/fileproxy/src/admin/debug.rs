@@ -19,8 +19,8 @@ use serde_json::json;
 
 use crate::access::client_ip::canonical_ip;
 use crate::access::query;
+use crate::app::{App, ConnInfo};
 use crate::config::parse_net;
-use crate::pipeline::{App, ConnInfo};
 use crate::response::{self, Body};
 
 use super::{bad_request, query_param};

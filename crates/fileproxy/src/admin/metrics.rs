@@ -3,8 +3,8 @@
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::app::App;
 use crate::metrics::CONTENT_TYPE;
-use crate::pipeline::App;
 use crate::response::{self, Body};
 
 /// Answers `/metrics`.

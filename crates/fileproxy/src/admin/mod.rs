@@ -19,9 +19,9 @@ use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
 use crate::access::query;
-use crate::pipeline::{App, ConnInfo};
+use crate::app::Surface;
+use crate::app::{App, ConnInfo};
 use crate::response::{self, Body};
-use crate::server::Surface;
 
 pub mod views;
 

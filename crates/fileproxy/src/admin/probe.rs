@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::access::classify::{classify, FileClass};
 use crate::access::token::encode_path;
+use crate::app::App;
 use crate::origin::{FetchClass, OriginRequest};
-use crate::pipeline::App;
 use crate::response::{self, Body};
 
 /// Checks the `path` parameter; `Err` carries the reason for the `400`.

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 use serde_json::json;
 
+use crate::app::App;
 use crate::metrics::window::SAMPLE_EVERY;
 use crate::metrics::{percentiles_ms, Live, Route, STATUS_CLASSES};
-use crate::pipeline::App;
 use crate::response::{self, Body};
 
 /// The figures owned by other parts (connections, origin pool, traffic), now.

@@ -3,7 +3,7 @@
 
 use http::{Request, Response, StatusCode};
 
-use crate::pipeline::App;
+use crate::app::App;
 use crate::response::{self, Body};
 
 /// Default and largest `limit`.

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::access::pairs::{pairs_key, parse_pairs};
 use crate::access::protect::log_keys;
 use crate::api::query_param;
-use crate::pipeline::App;
+use crate::app::App;
 use crate::protect::events::LogKind;
 use crate::response::{self, Body};
 

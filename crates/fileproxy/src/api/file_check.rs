@@ -14,8 +14,9 @@ use serde_json::{json, Value};
 
 use crate::access::token::encode_path;
 use crate::access::whitelist::admission_path;
+use crate::app::{App, ConnInfo};
 use crate::origin::{FetchClass, OriginError, OriginRequest};
-use crate::pipeline::{read_small_body, App, ConnInfo};
+use crate::pipeline::read_small_body;
 use crate::response::{self, Body};
 
 /// Most paths in one batch.

@@ -24,7 +24,8 @@ use serde_json::json;
 
 use crate::access::js::JsCredentials;
 use crate::access::{client_ip, query};
-use crate::pipeline::{read_small_body, unix_now, App, ConnInfo};
+use crate::app::{App, ConnInfo};
+use crate::pipeline::{read_small_body, unix_now};
 use crate::response::{self, Body};
 
 /// Whether `path` is one of this module's routes.

@@ -20,18 +20,10 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::{App, ConnInfo, Surface};
 use crate::config::{ServerConfig, SocketConfig};
-use crate::pipeline::{self, App, ConnInfo};
+use crate::pipeline;
 use crate::server::sockopt;
-
-/// Which surface a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Surface {
-    /// Viewers (admin routes need the bearer admin token).
-    Main,
-    /// Operators (`server.admin_listen`; admin routes need no token).
-    Admin,
-}
 
 /// A bound listener, ready to serve.
 pub struct BoundListener {

@@ -4,4 +4,5 @@ pub mod listener;
 pub mod sockopt;
 pub mod tls;
 
-pub use listener::{serve, shutdown_signal, BoundListener, Surface};
+pub use crate::app::Surface;
+pub use listener::{serve, shutdown_signal, BoundListener};

@@ -1,0 +1,110 @@
+//! The shared application state: [`App`] (built once by [`build_app`]) and the facts
+//! of the connection a request arrived on ([`ConnInfo`], [`Surface`]). A leaf of the
+//! request path: it imports only the parts it holds, and the routes depend on it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio_util::task::TaskTracker;
+
+use crate::access::client_ip::TrustedProxies;
+use crate::access::Policy;
+use crate::access_log::AccessLog;
+use crate::config::{redact_url, Config};
+use crate::metrics::window::Window;
+use crate::metrics::Metrics;
+use crate::origin::Origin;
+use crate::store::timed::TimedStore;
+use crate::store::SharedStore;
+use crate::telemetry::Counters;
+use crate::traffic::Traffic;
+
+/// Everything a request needs, built once at start-up and shared by all connections.
+pub struct App {
+    /// The validated configuration.
+    pub config: Config,
+    /// Shared state.
+    pub store: SharedStore,
+    /// Where files come from.
+    pub origin: Origin,
+    /// The access policy (SPEC §2 steps 2–6, §3, §4).
+    pub policy: Policy,
+    /// Peers whose forwarding headers are believed.
+    pub trusted: TrustedProxies,
+    /// Live counters.
+    pub counters: Counters,
+    /// Deferred store writes still running (awaited on shutdown).
+    pub background: TaskTracker,
+    /// SPEC §9 state: playlist rewriting, operator-view events, live transfers.
+    pub protect: crate::protect::Protect,
+    /// When the process started.
+    pub started: Instant,
+    /// Metrics of SPEC §5 (`/metrics`, `/stats`).
+    pub metrics: Arc<Metrics>,
+    /// The last minute of figures (`/stats`, `/monitor`).
+    pub window: Window,
+    /// Per-uid traffic accounting and reporting.
+    pub traffic: Arc<Traffic>,
+    /// The access log.
+    pub access_log: AccessLog,
+}
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// Which listener accepted it.
+    pub surface: Surface,
+    /// Whether TLS was terminated.
+    pub tls: bool,
+}
+
+/// Which surface a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Viewers (admin routes need the bearer admin token).
+    Main,
+    /// Operators (`server.admin_listen`; admin routes need no token).
+    Admin,
+}
+
+/// Builds the application state (store connection, origin client) from a validated config.
+pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
+    let metrics = Arc::new(Metrics::new());
+    let store = crate::store::open(&config.store)
+        .await
+        .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
+    let store = TimedStore::wrap(store, Arc::clone(&metrics));
+    let origin = Origin::from_config(&config.origin).context("origin")?;
+    let policy = Policy::new(&config.auth, store.clone()).with_protect(&config.protect);
+    let trusted = TrustedProxies::new(&config.server.trusted_proxies);
+    let protect = crate::protect::Protect::new(&config, store.clone());
+    let traffic = Traffic::start(
+        &config.traffic,
+        &config.server.listen,
+        store.clone(),
+        Arc::clone(&metrics),
+    )
+    .await
+    .context("traffic")?;
+    let access_log = AccessLog::start(&config.log, metrics.access_log_dropped.clone())?;
+    let app = Arc::new(App {
+        config,
+        store,
+        origin,
+        policy,
+        trusted,
+        counters: Counters::default(),
+        background: TaskTracker::new(),
+        protect,
+        started: Instant::now(),
+        metrics,
+        window: Window::default(),
+        traffic,
+        access_log,
+    });
+    Ok(app)
+}
