@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::origin::Origin;
 use crate::store::timed::TimedStore;
 use crate::store::SharedStore;
-use crate::telemetry::Counters;
+use crate::telemetry::Gauges;
 use crate::traffic::Traffic;
 
 /// Everything a request needs, built once at start-up and shared by all connections.
@@ -33,8 +33,8 @@ pub struct App {
     pub policy: Policy,
     /// Peers whose forwarding headers are believed.
     pub trusted: TrustedProxies,
-    /// Live counters.
-    pub counters: Counters,
+    /// Live gauges (connections, transfers).
+    pub gauges: Gauges,
     /// Deferred store writes still running (awaited on shutdown).
     pub background: TaskTracker,
     /// SPEC §9 state: playlist rewriting, operator-view events, live transfers.
@@ -97,7 +97,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         origin,
         policy,
         trusted,
-        counters: Counters::default(),
+        gauges: Gauges::default(),
         background: TaskTracker::new(),
         protect,
         started: Instant::now(),

@@ -31,7 +31,7 @@ pub async fn handle(app: &App) -> Response<Body> {
         "uptime_s": app.started.elapsed().as_secs(),
         "store": store,
         "origin": app.origin.pool_state(),
-        "server": app.counters.snapshot(),
+        "server": server_figures(app),
     });
     let status = if ok {
         StatusCode::OK
@@ -44,4 +44,17 @@ pub async fn handle(app: &App) -> Response<Body> {
         http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+/// Live gauges and cumulative counts of the viewer surface.
+fn server_figures(app: &App) -> serde_json::Value {
+    let live = crate::admin::stats::live(app);
+    let t = app.metrics.totals(&live);
+    serde_json::json!({
+        "connections": live.connections,
+        "requests": t.requests,
+        "active_transfers": live.transfers,
+        "bytes_delivered": t.bytes,
+        "client_closed": t.client_closed,
+    })
 }

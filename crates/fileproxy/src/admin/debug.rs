@@ -23,7 +23,8 @@ use crate::app::{App, ConnInfo};
 use crate::config::parse_net;
 use crate::response::{self, Body};
 
-use super::{bad_request, query_param};
+use super::bad_request;
+use crate::request::param as query_param;
 
 /// Answers a `/debug/…` route.
 pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response<Body> {
@@ -42,12 +43,7 @@ pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response
             (Err(r), _) | (_, Err(r)) => Err(r),
         },
         "/debug/session" => {
-            let caller = crate::access::client_ip::client_ip(
-                conn.peer.ip(),
-                header_str(req, "x-forwarded-for"),
-                header_str(req, "x-real-ip"),
-                &app.trusted,
-            );
+            let caller = crate::request::client_ip(conn.peer.ip(), req.headers(), &app.trusted);
             let cookie = req
                 .headers()
                 .get_all(header::COOKIE)
@@ -89,10 +85,6 @@ enum Fail {
     Store(String),
     /// No such debug route (`404`).
     NotFound,
-}
-
-fn header_str<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 fn store_answer(

@@ -52,7 +52,7 @@ pub fn refusal<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Option<Respon
         return Some(response::text(StatusCode::NOT_FOUND, "Not Found"));
     }
     let from_query = (req.uri().path() == "/monitor")
-        .then(|| query_param(req, "token"))
+        .then(|| crate::request::param(req, "token"))
         .flatten();
     let presented = req
         .headers()
@@ -86,10 +86,7 @@ pub fn refusal<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Option<Respon
 /// Answers an admin route (the caller has already passed [`refusal`]).
 pub async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return r;
+        return crate::request::method_not_allowed("GET, HEAD");
     }
     if views::is_view_path(req.uri().path()) {
         return views::route(app, &req).await;
@@ -111,42 +108,10 @@ pub async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
     resp
 }
 
-/// The first value of query parameter `name`, percent-decoded (`+` is a space);
-/// `None` when absent or not valid UTF-8.
-pub fn query_param<B>(req: &Request<B>, name: &str) -> Option<String> {
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    };
-    query::query_pairs(req.uri().query()?)
-        .find_map(|(k, v)| (decode(k)? == name).then(|| decode(v)).flatten())
-}
-
 /// A `400` JSON answer `{"error": why}`.
 pub fn bad_request(why: impl Into<String>) -> Response<Body> {
     response::json(
         StatusCode::BAD_REQUEST,
         &serde_json::json!({ "error": why.into() }),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params_decode() {
-        let req = Request::get("/debug/browser?ua=Mozilla%2F5.0+(X11)&x=1&empty=")
-            .body(())
-            .unwrap();
-        assert_eq!(
-            query_param(&req, "ua").as_deref(),
-            Some("Mozilla/5.0 (X11)")
-        );
-        assert_eq!(query_param(&req, "x").as_deref(), Some("1"));
-        assert_eq!(query_param(&req, "empty").as_deref(), Some(""));
-        assert_eq!(query_param(&req, "nope"), None);
-    }
 }

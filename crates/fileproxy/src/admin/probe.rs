@@ -38,7 +38,7 @@ pub fn validate(path: Option<&str>) -> Result<String, &'static str> {
 
 /// Answers `/probe/backend`.
 pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
-    let path = match validate(super::query_param(req, "path").as_deref()) {
+    let path = match validate(crate::request::param(req, "path").as_deref()) {
         Ok(p) => p,
         Err(why) => return super::bad_request(why),
     };

@@ -18,8 +18,8 @@ pub fn live(app: &App) -> Live {
     let (traffic_pending_uids, traffic_pending_bytes, traffic_spooled_batches) =
         app.traffic.gauges();
     Live {
-        connections: app.counters.connections.load(Ordering::Relaxed),
-        transfers: app.counters.active_transfers.load(Ordering::Relaxed),
+        connections: app.gauges.connections.load(Ordering::Relaxed),
+        transfers: app.gauges.active_transfers.load(Ordering::Relaxed),
         pool: app.origin.pool_state(),
         traffic_pending_uids,
         traffic_pending_bytes,

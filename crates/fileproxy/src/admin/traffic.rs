@@ -12,7 +12,7 @@ const MAX_LIMIT: usize = 10_000;
 
 /// Answers `/traffic`.
 pub fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
-    let limit = match super::query_param(req, "limit") {
+    let limit = match crate::request::param(req, "limit") {
         None => DEFAULT_LIMIT,
         Some(v) => match v.parse::<usize>() {
             Ok(n) => n.min(MAX_LIMIT),

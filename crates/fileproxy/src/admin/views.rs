@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 
 use crate::access::pairs::{pairs_key, parse_pairs};
 use crate::access::protect::log_keys;
-use crate::api::query_param;
 use crate::app::App;
 use crate::protect::events::LogKind;
+use crate::request::query_param;
 use crate::response::{self, Body};
 
 /// Items returned when `?limit=` is absent.

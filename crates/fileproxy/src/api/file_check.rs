@@ -16,7 +16,7 @@ use crate::access::token::encode_path;
 use crate::access::whitelist::admission_path;
 use crate::app::{App, ConnInfo};
 use crate::origin::{FetchClass, OriginError, OriginRequest};
-use crate::pipeline::read_small_body;
+use crate::request::read_small_body;
 use crate::response::{self, Body};
 
 /// Most paths in one batch.

@@ -1,10 +1,11 @@
-//! The SPEC §9 APIs of the main listener (the §3 `POST /api/whitelist` stays in the
-//! pipeline): static-file admission, front-end (JS) admission and its check, and the
-//! origin file check. Each handler reads the request, asks the policy (or the origin),
-//! and answers JSON; switched-off features answer `404`.
+//! The admission APIs of the main listener: the §3 whitelist admission and the SPEC §9
+//! static-file admission, front-end (JS) admission and its check, and the origin file
+//! check. Each handler reads the request, asks the policy (or the origin), and answers
+//! JSON; switched-off features answer `404`.
 //!
 //! | route | auth | |
 //! |---|---|---|
+//! | `POST /api/whitelist` `{uid, path, clientIp, UserAgent}` | bearer whitelist key | always |
 //! | `POST /api/static-whitelist` `{uid, clientIp, UserAgent}` | bearer whitelist key | `protect.static_whitelist` |
 //! | `GET\|POST /api/js-whitelist` | bearer key + `{uid, jsPath}` (POST), or `?uid&js_path&expires&sign` | `protect.js_whitelist` |
 //! | `GET /api/js-whitelist/check?js_path=&uid=` | the caller's own IP + UA | `protect.js_whitelist` |
@@ -13,26 +14,26 @@
 
 pub mod file_check;
 
-use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
 use crate::access::js::JsCredentials;
-use crate::access::{client_ip, query};
 use crate::app::{App, ConnInfo};
-use crate::pipeline::{read_small_body, unix_now};
+use crate::clock::unix_secs as unix_now;
+use crate::ctx::RequestCtx;
+use crate::request::{header_str, method_not_allowed, query_param, read_small_body};
 use crate::response::{self, Body};
 
 /// Whether `path` is one of this module's routes.
 pub fn is_api_path(path: &str) -> bool {
     matches!(
         path,
-        "/api/static-whitelist"
+        "/api/whitelist"
+            | "/api/static-whitelist"
             | "/api/js-whitelist"
             | "/api/js-whitelist/check"
             | "/api/file/check"
@@ -40,44 +41,23 @@ pub fn is_api_path(path: &str) -> bool {
     )
 }
 
-fn header_str(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
-    h.get(name).and_then(|v| v.to_str().ok())
-}
-
 fn not_found() -> Response<Body> {
     response::text(StatusCode::NOT_FOUND, "Not Found")
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
 }
 
 fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
 }
 
-/// The caller's address (trusted-proxy rules of SPEC §2 step 1).
-fn caller_ip(app: &App, conn: &ConnInfo, h: &HeaderMap) -> IpAddr {
-    client_ip::client_ip(
-        conn.peer.ip(),
-        header_str(h, "x-forwarded-for"),
-        header_str(h, "x-real-ip"),
-        &app.trusted,
-    )
-}
-
-/// One query parameter, percent-decoded (`+` as space); the first occurrence wins.
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query::query_value(query, name).map(Cow::into_owned)
-}
-
 /// Answers one of this module's routes.
-pub async fn route(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(app: &Arc<App>, ctx: &RequestCtx, req: Request<Incoming>) -> Response<Body> {
     let p = &app.config.protect;
+    let conn: &ConnInfo = &ctx.conn;
     match req.uri().path() {
+        "/api/whitelist" => match *req.method() {
+            Method::POST => admit(app, conn, req).await,
+            _ => method_not_allowed("POST"),
+        },
         "/api/static-whitelist" if !p.static_whitelist => not_found(),
         "/api/js-whitelist" | "/api/js-whitelist/check" if !p.js_whitelist => not_found(),
         "/api/file/check" | "/api/file/check/batch" if !p.file_check => not_found(),
@@ -86,11 +66,11 @@ pub async fn route(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> R
             _ => method_not_allowed("POST"),
         },
         "/api/js-whitelist" => match *req.method() {
-            Method::GET | Method::POST => js_whitelist(app, conn, req).await,
+            Method::GET | Method::POST => js_whitelist(app, ctx, req).await,
             _ => method_not_allowed("GET, POST"),
         },
         "/api/js-whitelist/check" => match *req.method() {
-            Method::GET => js_check(app, conn, &req).await,
+            Method::GET => js_check(app, ctx, &req).await,
             _ => method_not_allowed("GET"),
         },
         "/api/file/check" => match *req.method() {
@@ -102,6 +82,22 @@ pub async fn route(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> R
             _ => method_not_allowed("POST"),
         },
         _ => not_found(),
+    }
+}
+
+/// `POST /api/whitelist` (SPEC §3).
+async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
+    let body = match read_small_body(app, req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match app.policy.admit(&body, auth.as_deref(), unix_now()).await {
+        Ok(v) => response::json(StatusCode::OK, &v),
+        Err(e) => {
+            tracing::info!(peer = %conn.peer, status = e.status(), error = %e, "whitelist admission refused");
+            response::json(status(e.status()), &e.body())
+        }
     }
 }
 
@@ -126,9 +122,9 @@ async fn static_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) ->
 }
 
 /// `GET|POST /api/js-whitelist`.
-async fn js_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+async fn js_whitelist(app: &App, ctx: &RequestCtx, req: Request<Incoming>) -> Response<Body> {
     let h = req.headers();
-    let ip = caller_ip(app, conn, h);
+    let ip = ctx.client_ip;
     let ua = header_str(h, header::USER_AGENT).unwrap_or("").to_string();
     let auth = header_str(h, header::AUTHORIZATION).map(str::to_owned);
     let query = req.uri().query().unwrap_or("").to_string();
@@ -162,7 +158,7 @@ async fn js_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Res
     match app.policy.admit_js(creds, ip, &ua, unix_now()).await {
         Ok(v) => response::json(StatusCode::OK, &v),
         Err(e) => {
-            tracing::info!(peer = %conn.peer, status = e.status(), error = %e, "front-end admission refused");
+            tracing::info!(peer = %ctx.conn.peer, status = e.status(), error = %e, "front-end admission refused");
             response::json(status(e.status()), &e.body())
         }
     }
@@ -170,9 +166,9 @@ async fn js_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Res
 
 /// `GET /api/js-whitelist/check?js_path=&uid=`: `200` when the caller's IP and UA are
 /// admitted, `403` otherwise.
-async fn js_check(app: &App, conn: &ConnInfo, req: &Request<Incoming>) -> Response<Body> {
+async fn js_check(app: &App, ctx: &RequestCtx, req: &Request<Incoming>) -> Response<Body> {
     let h = req.headers();
-    let ip = caller_ip(app, conn, h);
+    let ip = ctx.client_ip;
     let ua = header_str(h, header::USER_AGENT).unwrap_or("");
     let query = req.uri().query().unwrap_or("");
     let js_path = query_param(query, "js_path").unwrap_or_default();
@@ -196,15 +192,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_params() {
-        assert_eq!(
-            query_param("a=1&uid=x%20y&uid=z", "uid").as_deref(),
-            Some("x y")
-        );
-        assert_eq!(query_param("js_path=", "js_path").as_deref(), Some(""));
-        assert_eq!(query_param("sign", "sign").as_deref(), Some(""));
-        assert_eq!(query_param("", "uid"), None);
+    fn api_paths() {
         assert!(is_api_path("/api/file/check/batch"));
-        assert!(!is_api_path("/api/whitelist"));
+        assert!(is_api_path("/api/whitelist"));
+        assert!(!is_api_path("/api/whitelist/x"));
     }
 }

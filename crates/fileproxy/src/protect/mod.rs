@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::response::Parts;
-use http::Response;
+use playlist::PlaylistError;
 
 use crate::access::classify::FileClass;
 use crate::access::{AccessRequest, Decision};
@@ -99,7 +99,7 @@ impl Protect {
     }
 
     /// Rewrites an origin `200` playlist (bounded read, signed key URIs, fresh
-    /// headers); `Err` is the response to send instead (502/504, logged).
+    /// headers); `Err` says why it cannot be served (the rescue turns it into 502/504).
     pub async fn rewrite(
         &self,
         parts: &mut Parts,
@@ -107,7 +107,7 @@ impl Protect {
         signing: &PlaylistSigning,
         raw_path: &str,
         head: bool,
-    ) -> Result<Body, Response<Body>> {
+    ) -> Result<Body, PlaylistError> {
         let signer = KeySigner {
             secret: &self.secret,
             uid: &signing.uid,
@@ -123,10 +123,6 @@ impl Protect {
             head,
         )
         .await
-        .map_err(|e| {
-            tracing::warn!(path = %raw_path, error = %e, "key-protected playlist not served");
-            e.response()
-        })
     }
 
     /// Feeds a policy decision to the operator views (refusals also go to the recent

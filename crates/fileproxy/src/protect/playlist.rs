@@ -42,17 +42,15 @@ pub enum PlaylistError {
 }
 
 impl PlaylistError {
-    /// The response sent to the viewer (plain text; no origin details).
-    pub fn response(&self) -> http::Response<Body> {
+    /// The status and plain-text body the viewer gets (no origin details).
+    pub fn answer(&self) -> (StatusCode, &'static str) {
         match self {
-            PlaylistError::Timeout(_) => {
-                response::text(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
-            }
-            PlaylistError::TooLarge { .. } => response::text(
+            PlaylistError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout"),
+            PlaylistError::TooLarge { .. } => (
                 StatusCode::BAD_GATEWAY,
                 "Bad Gateway: playlist too large to protect",
             ),
-            _ => response::text(StatusCode::BAD_GATEWAY, "Bad Gateway"),
+            _ => (StatusCode::BAD_GATEWAY, "Bad Gateway"),
         }
     }
 }
@@ -176,7 +174,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, PlaylistError::TooLarge { cap: 6 }));
-        assert_eq!(e.response().status(), 502);
+        assert_eq!(e.answer().0, 502);
         // A declared length past the cap is refused before reading.
         let e = read_bounded(body(vec![]), Some(7), 6, d).await.unwrap_err();
         assert!(matches!(e, PlaylistError::TooLarge { .. }));

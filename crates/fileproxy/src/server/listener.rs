@@ -124,7 +124,7 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         tokio::spawn(async move {
-            app.counters.connections.fetch_add(1, Ordering::Relaxed);
+            app.gauges.connections.fetch_add(1, Ordering::Relaxed);
             match tls {
                 None => serve_io(stream, conn, app.clone(), &builder, watcher).await,
                 Some(acceptor) => {
@@ -137,7 +137,7 @@ pub async fn serve(
                     }
                 }
             }
-            app.counters.connections.fetch_sub(1, Ordering::Relaxed);
+            app.gauges.connections.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }
