@@ -690,8 +690,8 @@ impl Config {
             }
         }
         for name in self.auth.playlist_limits.browsers.keys() {
-            if !crate::access::ua::browser_names().any(|n| n == name) {
-                let known: Vec<&str> = crate::access::ua::browser_names().collect();
+            if !crate::ua::browser_names().any(|n| n == name) {
+                let known: Vec<&str> = crate::ua::browser_names().collect();
                 errs.push(format!(
                     "auth.playlist_limits.browsers: unknown browser name {name:?} (known: {})",
                     known.join(" ")

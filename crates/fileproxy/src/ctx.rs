@@ -1,7 +1,7 @@
 //! The request context: created once per request by [`RequestCtx::new`], it owns what
 //! every phase needs or learns — connection, client IP, route, start time, and the
 //! decision facts (uid, key path, session, whitelist rule, refusal, live transfer) —
-//! and ends in the logging phase ([`crate::exchange::finish`]). Nothing travels on
+//! and ends in the logging phase (`exchange::finish`). Nothing travels on
 //! the side (no response extensions).
 
 use std::net::IpAddr;

@@ -34,3 +34,4 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod traffic;
+pub mod ua;

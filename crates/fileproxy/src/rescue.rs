@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use crate::access::{self, DenyReason};
 use crate::ctx::RequestCtx;
 use crate::origin::OriginError;
-use crate::protect::playlist::PlaylistError;
+use crate::protect::serve_playlist::PlaylistError;
 use crate::response::{self, Body};
 
 /// Why the viewer flow stopped before streaming an origin answer.

@@ -40,16 +40,17 @@ mod fallback;
 pub mod js;
 pub mod keypath;
 pub mod keyprotect;
+pub mod limits;
 pub mod network;
 pub mod pairs;
 pub mod playlist;
-pub mod protect;
+pub mod protect_rules;
 pub mod query;
 pub mod replay;
 pub mod session;
 pub mod static_file;
 pub mod token;
-pub mod ua;
+pub use crate::ua;
 pub mod whitelist;
 
 use std::net::IpAddr;
@@ -61,7 +62,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::{parse_net, AuthConfig, PlaylistLimits};
 use crate::store::{SharedStore, StoreError, Write};
-use protect::ProtectRules;
+use protect_rules::ProtectRules;
 
 use classify::{classify, FileClass, SuffixSet};
 use client_ip::canonical_ip;
@@ -712,7 +713,7 @@ impl Policy {
     /// `/debug/browser`: the UA class, browser name, limit and window.
     pub fn explain_browser(&self, user_agent: &str) -> Value {
         let info = ua::classify_user_agent(user_agent);
-        let limit = ua::playlist_limit(&info, &self.limits);
+        let limit = limits::playlist_limit(&info, &self.limits);
         json!({
             "user_agent": user_agent,
             "class": info.class.as_str(),

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::limits::playlist_limit;
 use super::token::{verify_playlist_token, TokenError};
-use super::ua::{classify_user_agent, playlist_limit, UaInfo};
+use super::ua::{classify_user_agent, UaInfo};
 use crate::config::{ClassLimit, PlaylistLimits};
 use crate::store::{Store, StoreError};
 

@@ -496,7 +496,7 @@ async fn oldest_pair_of_a_uid_is_evicted_with_its_entry() {
     R::new("10.7.9.9", "/media/demo/seg0.ts").allow(&p).await;
     // The admission log lists every admission, newest first.
     let log = store
-        .list_range(protect::log_keys::ADMISSIONS, 10)
+        .list_range(protect_rules::log_keys::ADMISSIONS, 10)
         .await
         .unwrap();
     assert_eq!(log.len(), 4);

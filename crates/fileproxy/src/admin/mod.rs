@@ -7,11 +7,11 @@
 //! No admin answer ever carries a secret (tokens, keys, store passwords).
 
 pub mod debug;
-pub mod metrics;
+pub mod exposition;
 pub mod monitor;
 pub mod probe;
 pub mod stats;
-pub mod traffic;
+pub mod traffic_view;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -92,9 +92,9 @@ pub async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         return views::route(app, &req).await;
     }
     let mut resp = match req.uri().path() {
-        "/metrics" => metrics::handle(app),
+        "/metrics" => exposition::handle(app),
         "/stats" => stats::handle(app),
-        "/traffic" => traffic::handle(app, &req),
+        "/traffic" => traffic_view::handle(app, &req),
         "/probe/backend" => probe::handle(app, &req).await,
         "/monitor" => monitor::handle(),
         p if p.starts_with("/debug/") => debug::handle(app, conn, &req).await,

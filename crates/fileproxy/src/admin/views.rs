@@ -18,7 +18,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::access::pairs::{pairs_key, parse_pairs};
-use crate::access::protect::log_keys;
+use crate::access::protect_rules::log_keys;
 use crate::app::App;
 use crate::protect::events::LogKind;
 use crate::request::query_param;

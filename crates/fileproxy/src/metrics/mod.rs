@@ -3,7 +3,7 @@
 //!
 //! **Crate choice.** `prometheus-client` (the Prometheus project's own Rust client) holds
 //! the registry and writes the exposition text. It has no global recorder, so every
-//! [`crate::app::App`] owns its registry (tests run several in one process), its
+//! The application state owns its registry (tests run several in one process), its
 //! counters and gauges can be read back for `/stats` from the very same atomics, and
 //! it pulls in three small crates. `metrics` + `metrics-exporter-prometheus` was the
 //! alternative: its handles are write-only (`/stats` would need a second copy of every
@@ -30,6 +30,7 @@
 //! `traffic_pending_bytes`, `traffic_spooled_batches`, `uptime_seconds`, `build_info`.
 
 pub mod histogram;
+pub mod timed_store;
 pub mod window;
 
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //!
 //! Every event goes into a per-process ring in memory. Refusals, replays and key
 //! accesses are also pushed to capped store lists
-//! ([`crate::access::protect::log_keys`]) so the views show the events of every
+//! ([`crate::access::protect_rules::log_keys`]) so the views show the events of every
 //! process sharing the store: one background task per process writes them in the order
 //! they happened, fed by a bounded queue of [`PUSH_QUEUE`] events; when the queue is
 //! full (store slow or down) further events stay in memory only (counted as
@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::access::protect::log_keys;
+use crate::access::protect_rules::log_keys;
 use crate::access::{AccessRequest, Decision};
 use crate::store::SharedStore;
 

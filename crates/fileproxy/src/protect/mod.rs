@@ -5,8 +5,8 @@
 //! policy logic in [`crate::access`].
 
 pub mod events;
-pub mod playlist;
 pub mod rewrite;
+pub mod serve_playlist;
 pub mod transfers;
 
 use std::net::IpAddr;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::response::Parts;
-use playlist::PlaylistError;
+use serve_playlist::PlaylistError;
 
 use crate::access::classify::FileClass;
 use crate::access::{AccessRequest, Decision};
@@ -114,7 +114,7 @@ impl Protect {
             expires: &signing.expires,
             playlist_path: raw_path,
         };
-        playlist::rewrite_response(
+        serve_playlist::rewrite_response(
             parts,
             body,
             &signer,

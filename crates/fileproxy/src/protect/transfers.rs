@@ -123,7 +123,7 @@ impl Transfers {
         let live = Arc::new(Live {
             id,
             meta,
-            started_unix: crate::pipeline::unix_now(),
+            started_unix: crate::clock::unix_secs(),
             bytes: AtomicU64::new(0),
             first_byte_us: AtomicU64::new(NONE),
         });

@@ -20,7 +20,6 @@ use crate::config::{redact_url, StoreConfig};
 
 pub mod memory;
 pub mod redis;
-pub mod timed;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]

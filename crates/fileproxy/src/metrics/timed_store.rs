@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{SharedStore, Store, StoreError, WindowCount, Write};
-use crate::metrics::{Metrics, StoreOp};
+use super::{Metrics, StoreOp};
+use crate::store::{SharedStore, Store, StoreError, WindowCount, Write};
 
 /// Wraps a store and records each operation's latency and outcome.
 pub struct TimedStore {

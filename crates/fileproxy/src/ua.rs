@@ -4,8 +4,6 @@
 //! allocation per request. The first rule (top to bottom) whose platform condition
 //! holds and one of whose keywords occurs wins.
 
-use crate::config::{ClassLimit, PlaylistLimits};
-
 /// The User-Agent classes of SPEC §4, each with its own playlist limit and window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UaClass {
@@ -149,21 +147,6 @@ pub fn browser_names() -> impl Iterator<Item = &'static str> {
     RULES.iter().map(|r| r.0).chain(std::iter::once("unknown"))
 }
 
-/// The playlist limit and window for a User-Agent: its class's, with the limit
-/// replaced by `browsers.<name>` when configured (the window stays the class's).
-pub fn playlist_limit(info: &UaInfo, limits: &PlaylistLimits) -> ClassLimit {
-    let mut cl = match info.class {
-        UaClass::DownloadTool => limits.download_tool,
-        UaClass::MobileBrowser => limits.mobile_browser,
-        UaClass::DesktopBrowser => limits.desktop_browser,
-        UaClass::Unknown => limits.unknown,
-    };
-    if let Some(limit) = limits.browsers.get(info.name) {
-        cl.limit = *limit;
-    }
-    cl
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,69 +251,6 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n}");
         }
-    }
-
-    #[test]
-    fn limits_by_class_and_browser() {
-        let mut l = PlaylistLimits::default();
-        let chrome = classify_user_agent(CASES[0].0);
-        assert_eq!(
-            playlist_limit(&chrome, &l),
-            ClassLimit {
-                limit: 1,
-                window_s: 120
-            }
-        );
-        let iphone = classify_user_agent(CASES[11].0);
-        assert_eq!(
-            playlist_limit(&iphone, &l),
-            ClassLimit {
-                limit: 1,
-                window_s: 180
-            }
-        );
-        let curl = classify_user_agent("curl/8");
-        assert_eq!(
-            playlist_limit(&curl, &l),
-            ClassLimit {
-                limit: 1,
-                window_s: 60
-            }
-        );
-        let vlc = classify_user_agent("VLC/3");
-        assert_eq!(
-            playlist_limit(&vlc, &l),
-            ClassLimit {
-                limit: 1,
-                window_s: 60
-            }
-        );
-        l.browsers.insert("qq".into(), 2);
-        l.browsers.insert("chrome".into(), 5);
-        l.mobile_browser.window_s = 300;
-        let qq = classify_user_agent(CASES[19].0);
-        assert_eq!(qq.name, "qq");
-        assert_eq!(
-            playlist_limit(&qq, &l),
-            ClassLimit {
-                limit: 2,
-                window_s: 300
-            }
-        );
-        assert_eq!(
-            playlist_limit(&chrome, &l),
-            ClassLimit {
-                limit: 5,
-                window_s: 120
-            }
-        );
-        assert_eq!(
-            playlist_limit(&iphone, &l),
-            ClassLimit {
-                limit: 1,
-                window_s: 300
-            }
-        );
     }
 
     proptest! {
