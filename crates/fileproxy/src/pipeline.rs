@@ -248,7 +248,8 @@ async fn proxy(
             }
         } else {
             let bg = app.clone();
-            app.background.spawn(async move {
+            // Bounded: past `store.max_background_writes` the extension is dropped and counted.
+            app.overload.spawn_background(&app.background, async move {
                 if let Err(e) = bg.policy.complete(pending).await {
                     tracing::warn!(error = %e, "session extension failed");
                 }
@@ -332,6 +333,7 @@ async fn fetch_and_stream(
             tracing::info!(path = %raw_path, %why, "path refused by origin");
             return response::text(StatusCode::BAD_REQUEST, format!("Bad Request: {why}"));
         }
+        Err(OriginError::Busy) => return crate::overload::busy_response(),
     };
     let (mut parts, body) = resp.into_parts();
     filter_origin_headers(&mut parts.headers);
