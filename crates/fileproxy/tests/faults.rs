@@ -458,10 +458,21 @@ async fn sigterm_during_transfers_accounts_every_byte() {
     );
     let n = 20;
     let mut tasks = Vec::new();
+    // Half over HTTP/1.1 (a connection each), half as streams of one HTTP/2 connection.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     for i in 0..n {
         let url = p.url(&format!("/trickle/s/{i}.ts"));
+        let client = if i % 2 == 0 {
+            http_client(None)
+        } else {
+            h2.clone()
+        };
         tasks.push(tokio::spawn(async move {
-            let mut s = http_client(None)
+            let mut s = client
                 .get(url)
                 .send()
                 .await
@@ -495,7 +506,7 @@ async fn sigterm_during_transfers_accounts_every_byte() {
     assert_eq!(accounted, delivered, "access log vs delivered");
     assert_eq!(traffic, delivered, "traffic vs delivered");
     figure(
-        "SIGTERM during 20 transfers (grace 1 s)",
+        "SIGTERM during 20 transfers, 10 h1 + 10 h2 (grace 1 s)",
         format!("exit 0; delivered {delivered} B = access log {accounted} B = traffic {traffic} B"),
     );
 }
