@@ -472,12 +472,7 @@ async fn sigterm_during_transfers_accounts_every_byte() {
             h2.clone()
         };
         tasks.push(tokio::spawn(async move {
-            let mut s = client
-                .get(url)
-                .send()
-                .await
-                .unwrap()
-                .bytes_stream();
+            let mut s = client.get(url).send().await.unwrap().bytes_stream();
             let mut got = 0u64;
             while let Some(Ok(c)) = s.next().await {
                 got += c.len() as u64;

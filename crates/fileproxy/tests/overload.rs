@@ -415,3 +415,58 @@ async fn spool_defaults_to_state_directory_and_survives_restart() {
         "STATE_DIRECTORY set, yet a folder under the working directory was used"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_sockets_silent_before_or_after_the_handshake_are_closed() {
+    let origin = TestOrigin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = support::redis::TlsFiles::generate(dir.path());
+    let server = format!(
+        "max_connections = 2\nheader_read_timeout_s = 1\ntls_cert = \"{}\"\ntls_key = \"{}\"",
+        tls.cert.display(),
+        tls.key.display()
+    );
+    let p = Proxy::start(&origin.url(), &server, "");
+    // One socket never starts the handshake; one completes it and then says nothing.
+    let mut silent = TcpStream::connect(p.addr).await.unwrap();
+    let ca = std::fs::read(&tls.ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut ca.as_slice()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let client_cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_cfg));
+    let tcp = TcpStream::connect(p.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut after_handshake = connector.connect(name, tcp).await.expect("TLS handshake");
+    // Both slots are taken; HTTPS /health still answers once they are closed.
+    let root = reqwest::Certificate::from_pem(&ca).unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(root)
+        .resolve("localhost", p.addr)
+        .timeout(Duration::from_secs(8))
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://localhost:{}/health", p.addr.port()))
+        .send()
+        .await
+        .expect("/health answered while silent TLS sockets held every slot");
+    assert_eq!(r.status(), 200);
+    assert!(closed_within(&mut silent, Duration::from_secs(5))
+        .await
+        .is_some());
+    let mut buf = [0u8; 64];
+    let end = tokio::time::timeout(Duration::from_secs(5), after_handshake.read(&mut buf)).await;
+    assert!(
+        matches!(end, Ok(Ok(0)) | Ok(Err(_))),
+        "TLS socket silent after the handshake kept open"
+    );
+}
