@@ -619,10 +619,16 @@ impl Config {
                 errs.push(format!("{k} must be at least 1"));
             }
         }
-        if self.origin.max_in_flight == 0 || self.store.max_background_writes == 0 {
-            errs.push(
-                "origin.max_in_flight and store.max_background_writes must be at least 1".into(),
-            );
+        for (k, v) in [
+            ("origin.max_in_flight", self.origin.max_in_flight),
+            (
+                "store.max_background_writes",
+                self.store.max_background_writes,
+            ),
+        ] {
+            if v == 0 {
+                errs.push(format!("{k} must be at least 1"));
+            }
         }
         if !matches!(self.traffic.spool.as_str(), "dir" | "store") {
             errs.push(format!(
@@ -1101,6 +1107,26 @@ mod tests {
             "server.trusted_proxies",
             "origin.url",
             "store.url",
+        ] {
+            assert!(msg.contains(key), "{key} missing in {msg}");
+        }
+    }
+
+    #[test]
+    fn overload_values_each_named() {
+        let c = load(
+            "[server]\nkeepalive_timeout_s = 0\nh2_idle_timeout_s = 0\n[origin]\nmax_in_flight = 0\nqueue_timeout_ms = 0\n[store]\nmax_background_writes = 0\n[traffic]\nspool = \"redis\"\n",
+            &[],
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for key in [
+            "server.keepalive_timeout_s",
+            "server.h2_idle_timeout_s",
+            "origin.max_in_flight",
+            "origin.queue_timeout_ms",
+            "store.max_background_writes",
+            "traffic.spool",
         ] {
             assert!(msg.contains(key), "{key} missing in {msg}");
         }
