@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -153,12 +154,13 @@ shutdown_grace_s = 5
 url = "file://{os.path.join(work, 'media')}"
 [auth]
 secret = "connload-secret"
+whitelist_api_key = "connload-key"
 fixed_ip_whitelist = ["127.0.0.1"]
 [log]
 level = "warn"
 access_log = "off"
 """)
-    proxy = subprocess.Popen([args.binary, "serve", "--config", cfg], cwd=work,
+    proxy = subprocess.Popen([os.path.abspath(args.binary), "serve", "--config", cfg], cwd=work,
                              stderr=open(os.path.join(work, "stderr.log"), "w"))
     for _ in range(200):
         try:
@@ -166,6 +168,8 @@ access_log = "off"
             break
         except OSError:
             time.sleep(0.05)
+    if proxy.poll() is not None:
+        sys.exit("fileproxy exited at start:\n" + open(os.path.join(work, "stderr.log")).read())
     stats = Stats()
     stop = asyncio.Event()
     tasks = []
@@ -206,6 +210,7 @@ access_log = "off"
                                    else round(slope_mib_per_hour(settled), 2)),
         "exit_code": code,
     }
+    shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=2))
     if args.out:
         with open(args.out, "w") as f:
