@@ -17,6 +17,7 @@ use crate::metrics::timed_store::TimedStore;
 use crate::metrics::window::Window;
 use crate::metrics::Metrics;
 use crate::origin::Origin;
+use crate::overload::{GatedOrigin, Overload};
 use crate::store::SharedStore;
 use crate::telemetry::Gauges;
 use crate::traffic::Traffic;
@@ -27,8 +28,10 @@ pub struct App {
     pub config: Config,
     /// Shared state.
     pub store: SharedStore,
-    /// Where files come from.
-    pub origin: Origin,
+    /// Where files come from, behind the in-flight gate (SPEC §11).
+    pub origin: GatedOrigin,
+    /// The bound on deferred store writes (SPEC §11).
+    pub overload: Overload,
     /// The access policy (SPEC §2 steps 2–6, §3, §4).
     pub policy: Policy,
     /// Peers whose forwarding headers are believed.
@@ -78,8 +81,19 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         .await
         .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
     let store = TimedStore::wrap(store, Arc::clone(&metrics));
-    let origin = Origin::from_config(&config.origin).context("origin")?;
-    let policy = Policy::new(&config.auth, store.clone()).with_protect(&config.protect);
+    let origin = GatedOrigin::new(
+        Origin::from_config(&config.origin).context("origin")?,
+        config.origin.max_in_flight,
+        std::time::Duration::from_millis(config.origin.queue_timeout_ms),
+        metrics.overload.clone(),
+    );
+    let overload = Overload::new(config.store.max_background_writes, metrics.overload.clone());
+    let policy = Policy::new(&config.auth, store.clone())
+        .with_protect(&config.protect)
+        .with_outage_grace(
+            config.store.outage_grace_s,
+            metrics.overload.outage_grace_allowed.clone(),
+        );
     let trusted = TrustedProxies::new(&config.server.trusted_proxies);
     let protect = crate::protect::Protect::new(&config, store.clone());
     let traffic = Traffic::start(
@@ -95,6 +109,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         config,
         store,
         origin,
+        overload,
         policy,
         trusted,
         gauges: Gauges::default(),

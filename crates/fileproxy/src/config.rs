@@ -56,8 +56,8 @@ pub struct ServerConfig {
     pub tls_key: String,
     /// Maximum concurrent client connections; further connections wait in the backlog.
     pub max_connections: usize,
-    /// Seconds a client has to send complete request headers (slowloris guard); on
-    /// HTTP/1.1 this also bounds how long an idle keep-alive connection is kept.
+    /// Seconds from accept for protocol detection, TLS handshake and the first request
+    /// head; also the time a later request head may take once its first byte arrived.
     pub header_read_timeout_s: u64,
     /// Maximum number of request headers (more → 431).
     pub max_headers: usize,
@@ -69,6 +69,12 @@ pub struct ServerConfig {
     pub h2_connection_window: u32,
     /// HTTP/2 maximum concurrent streams per connection.
     pub h2_max_concurrent_streams: u32,
+    /// Seconds an idle HTTP/1.1 keep-alive connection is kept open.
+    pub keepalive_timeout_s: u64,
+    /// Seconds an HTTP/2 connection with no open stream is kept before `GOAWAY`.
+    pub h2_idle_timeout_s: u64,
+    /// Connections one client address (TCP peer) may hold at once; 0 = no cap.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +93,9 @@ impl Default for ServerConfig {
             h2_stream_window: 0,
             h2_connection_window: 0,
             h2_max_concurrent_streams: 256,
+            keepalive_timeout_s: 60,
+            h2_idle_timeout_s: 60,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -115,6 +124,10 @@ pub struct OriginConfig {
     pub chunk_bytes: usize,
     /// Bytes buffered per transfer between origin and viewer (backpressure bound).
     pub buffer_bytes: usize,
+    /// Origin requests in flight at once (until their body ends), on every path.
+    pub max_in_flight: usize,
+    /// Milliseconds a request may wait for an origin slot before `503` + `Retry-After: 1`.
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for OriginConfig {
@@ -130,6 +143,8 @@ impl Default for OriginConfig {
             pool_idle_timeout_s: 60,
             chunk_bytes: 64 * 1024,
             buffer_bytes: 64 * 1024,
+            max_in_flight: 1024,
+            queue_timeout_ms: 5_000,
         }
     }
 }
@@ -145,6 +160,11 @@ pub struct StoreConfig {
     /// PEM file of the CA that signed the Redis server's certificate (`rediss://`);
     /// empty → the bundled public (webpki) roots.
     pub tls_ca_file: String,
+    /// Seconds a recent allow decision keeps a viewer's segments, keys and static files
+    /// flowing while the store fails (SPEC §11); 0 = off.
+    pub outage_grace_s: u64,
+    /// Deferred store writes (session extensions) running at once; more are dropped and counted.
+    pub max_background_writes: usize,
 }
 
 impl Default for StoreConfig {
@@ -153,6 +173,8 @@ impl Default for StoreConfig {
             url: "memory://".into(),
             op_timeout_ms: 2_000,
             tls_ca_file: String::new(),
+            outage_grace_s: 60,
+            max_background_writes: 1024,
         }
     }
 }
@@ -310,7 +332,9 @@ pub struct TrafficConfig {
     pub interval_s: u64,
     /// Bytes a uid must reach before it is reported.
     pub min_bytes: u64,
-    /// Folder where unsent batches are spooled; empty → kept in the store.
+    /// Where unsent batches are spooled: `dir` (a folder, see `spool_dir`) or `store`.
+    pub spool: String,
+    /// Spool folder; empty → `$STATE_DIRECTORY/traffic`, else `fileproxy-state/traffic`.
     pub spool_dir: String,
     /// `worker_id` of the reports, and the store spool's name; empty → `<hostname>:<listen port>`.
     /// Must stay the same across restarts for a store spool to be picked up again.
@@ -328,6 +352,7 @@ impl std::fmt::Debug for TrafficConfig {
             .field("api_key", &redacted(&self.api_key))
             .field("interval_s", &self.interval_s)
             .field("min_bytes", &self.min_bytes)
+            .field("spool", &self.spool)
             .field("spool_dir", &self.spool_dir)
             .field("worker_id", &self.worker_id)
             .field("timeout_ms", &self.timeout_ms)
@@ -343,6 +368,7 @@ impl Default for TrafficConfig {
             api_key: String::new(),
             interval_s: 10,
             min_bytes: 1_048_576,
+            spool: "dir".into(),
             spool_dir: String::new(),
             worker_id: String::new(),
             timeout_ms: 10_000,
@@ -580,6 +606,35 @@ impl Config {
         }
         if self.server.header_read_timeout_s == 0 {
             errs.push("server.header_read_timeout_s must be at least 1".into());
+        }
+        for (k, v) in [
+            (
+                "server.keepalive_timeout_s",
+                self.server.keepalive_timeout_s,
+            ),
+            ("server.h2_idle_timeout_s", self.server.h2_idle_timeout_s),
+            ("origin.queue_timeout_ms", self.origin.queue_timeout_ms),
+        ] {
+            if v == 0 {
+                errs.push(format!("{k} must be at least 1"));
+            }
+        }
+        for (k, v) in [
+            ("origin.max_in_flight", self.origin.max_in_flight),
+            (
+                "store.max_background_writes",
+                self.store.max_background_writes,
+            ),
+        ] {
+            if v == 0 {
+                errs.push(format!("{k} must be at least 1"));
+            }
+        }
+        if !matches!(self.traffic.spool.as_str(), "dir" | "store") {
+            errs.push(format!(
+                "traffic.spool = {:?}: expected \"dir\" or \"store\"",
+                self.traffic.spool
+            ));
         }
         if self.server.max_headers == 0 {
             errs.push("server.max_headers must be at least 1".into());
@@ -1052,6 +1107,26 @@ mod tests {
             "server.trusted_proxies",
             "origin.url",
             "store.url",
+        ] {
+            assert!(msg.contains(key), "{key} missing in {msg}");
+        }
+    }
+
+    #[test]
+    fn overload_values_each_named() {
+        let c = load(
+            "[server]\nkeepalive_timeout_s = 0\nh2_idle_timeout_s = 0\n[origin]\nmax_in_flight = 0\nqueue_timeout_ms = 0\n[store]\nmax_background_writes = 0\n[traffic]\nspool = \"redis\"\n",
+            &[],
+        )
+        .unwrap();
+        let msg = c.validate().unwrap_err().to_string();
+        for key in [
+            "server.keepalive_timeout_s",
+            "server.h2_idle_timeout_s",
+            "origin.max_in_flight",
+            "origin.queue_timeout_ms",
+            "store.max_background_writes",
+            "traffic.spool",
         ] {
             assert!(msg.contains(key), "{key} missing in {msg}");
         }

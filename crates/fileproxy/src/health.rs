@@ -26,7 +26,8 @@ pub async fn handle(app: &App) -> Response<Body> {
     };
     let ok = store["reachable"].as_bool().unwrap_or(false);
     let body = serde_json::json!({
-        "status": if ok { "ok" } else { "unavailable" },
+        // SPEC §11: "degraded" (503) while the store is unreachable.
+        "status": if ok { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": app.started.elapsed().as_secs(),
         "store": store,

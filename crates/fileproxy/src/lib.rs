@@ -22,6 +22,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod origin;
+pub mod overload;
 pub mod pipeline;
 pub mod protect;
 pub mod quickstart;

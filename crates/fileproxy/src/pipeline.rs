@@ -213,7 +213,8 @@ async fn access_filter(
             }
         } else {
             let bg = Arc::clone(app);
-            app.background.spawn(async move {
+            // Bounded: past `store.max_background_writes` the extension is dropped and counted.
+            app.overload.spawn_background(&app.background, async move {
                 if let Err(e) = bg.policy.complete(pending).await {
                     tracing::warn!(error = %e, "session extension failed");
                 }

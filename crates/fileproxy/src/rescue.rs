@@ -96,6 +96,7 @@ impl Failure {
                     tracing::info!(%path, %why, "path refused by origin");
                     response::text(StatusCode::BAD_REQUEST, format!("Bad Request: {why}"))
                 }
+                OriginError::Busy => crate::overload::busy_response(),
             },
             Failure::Rewrite { error, path } => {
                 tracing::warn!(%path, %error, "key-protected playlist not served");

@@ -1066,7 +1066,12 @@ mod redis_only {
     async fn store_down_fails_closed() {
         let mut env = Env::new(Kind::Redis).await;
         let v = Video::put(&env.origin, "abc");
-        let p = env.start(&env.config().store("op_timeout_ms = 500"));
+        // With the outage grace off every request fails closed (the grace is
+        // tests/faults.rs's subject).
+        let p = env.start(
+            &env.config()
+                .store("op_timeout_ms = 500\noutage_grace_s = 0"),
+        );
         let viewer = Viewer::new("198.51.100.7", CHROME);
         viewer.admit(&p, "u1", &v.playlist).await;
         let url = sign("u1", &v.playlist);

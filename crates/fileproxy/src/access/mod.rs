@@ -37,6 +37,7 @@ pub mod client_ip;
 pub mod compat;
 pub mod cors;
 mod fallback;
+pub mod grace;
 pub mod js;
 pub mod keypath;
 pub mod keyprotect;
@@ -367,6 +368,9 @@ pub struct Policy {
     safe_key_redirect_base: String,
     cookie_secure: bool,
     rules: ProtectRules,
+    /// Recent allow decisions for the store outage grace (SPEC §11, [`grace`]).
+    grace: grace::OutageGrace,
+    grace_allowed: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Policy {
@@ -411,6 +415,8 @@ impl Policy {
             safe_key_redirect_base: auth.safe_key_redirect_base.clone(),
             cookie_secure: auth.cookie_secure,
             rules: ProtectRules::default(),
+            grace: grace::OutageGrace::new(0, 1),
+            grace_allowed: Default::default(),
         }
     }
 
@@ -435,7 +441,8 @@ impl Policy {
             }
         }
         let decision = self.decide_access(req).await;
-        self.count_uses(req, key_file, decision).await
+        let decision = self.count_uses(req, key_file, decision).await;
+        self.apply_outage_grace(req, decision)
     }
 
     /// SPEC §2 steps 2–6 with the §9 whitelist fallbacks.

@@ -101,6 +101,7 @@ pub async fn check_path(app: &App, conn: &ConnInfo, path: &str) -> FileStatus {
                     OriginError::Timeout(_) => "origin timed out",
                     OriginError::Unreachable(_) => "origin unreachable",
                     OriginError::BadPath(_) => "invalid path",
+                    OriginError::Busy => "origin busy",
                 }
                 .into(),
             ),

@@ -280,6 +280,8 @@ pub struct Metrics {
     pub traffic_spool_errors: Counter,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// Counters of the SPEC §11 bounds (connections, origin slots, background writes).
+    pub overload: crate::overload::OverloadMetrics,
 }
 
 impl Default for Metrics {
@@ -430,6 +432,7 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let overload = crate::overload::OverloadMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -451,6 +454,7 @@ impl Metrics {
             traffic_reported_bytes,
             traffic_spool_errors,
             access_log_dropped,
+            overload,
         }
     }
 

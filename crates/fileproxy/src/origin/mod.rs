@@ -58,6 +58,9 @@ pub enum OriginError {
     /// The path cannot be served (escapes the root, invalid encoding) → 400.
     #[error("bad path: {0}")]
     BadPath(String),
+    /// No origin slot freed within `origin.queue_timeout_ms` → 503 + `Retry-After: 1`.
+    #[error("origin busy: no slot within the queue timeout")]
+    Busy,
 }
 
 /// Connection-pool figures for `/health` and metrics.

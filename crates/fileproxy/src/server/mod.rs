@@ -1,5 +1,6 @@
 //! Listeners: TCP accept loops, socket tuning, TLS, HTTP/1.1 + HTTP/2, graceful shutdown.
 
+pub mod conn;
 pub mod listener;
 pub mod sockopt;
 pub mod tls;

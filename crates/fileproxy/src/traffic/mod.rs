@@ -361,11 +361,19 @@ impl Traffic {
         } else {
             cfg.worker_id.clone()
         };
-        let spool = if cfg.spool_dir.is_empty() {
+        let spool = if cfg.spool == "store" {
             Spool::store(store, &worker_id)
         } else {
-            Spool::dir(&cfg.spool_dir)
-                .map_err(|e| anyhow::anyhow!("traffic.spool_dir = {:?}: {e}", cfg.spool_dir))?
+            // SPEC §11: a durable folder by default, so batches survive a restart even
+            // with the in-process store.
+            let dir = spool::folder(&cfg.spool_dir, std::env::var_os("STATE_DIRECTORY"));
+            Spool::dir(&dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "traffic.spool_dir = {:?} ({}): {e}",
+                    cfg.spool_dir,
+                    dir.display()
+                )
+            })?
         };
         let url = if cfg.report_url.is_empty() {
             None

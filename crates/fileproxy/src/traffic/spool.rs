@@ -1,5 +1,6 @@
 //! Durable storage of report batches waiting for delivery, and of the not-yet-reported
-//! figures saved at shutdown: a folder (`traffic.spool_dir`) or, when that is empty,
+//! figures saved at shutdown: a folder ([`folder`]: `traffic.spool_dir`, by default
+//! under `$STATE_DIRECTORY` or `./fileproxy-state`) or, with `traffic.spool = "store"`,
 //! the shared store.
 //!
 //! A folder spool writes each batch to `<name>.tmp`, `fsync`s it, renames it into
@@ -18,6 +19,24 @@ pub const STORE_SPOOL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Name of the saved-figures file in a folder spool.
 const PENDING_FILE: &str = "pending.json";
+
+/// The spool folder: `spool_dir` when set; else `$STATE_DIRECTORY/traffic` (the first
+/// folder systemd's `StateDirectory=` names); else `fileproxy-state/traffic` under the
+/// working directory.
+pub fn folder(spool_dir: &str, state_directory: Option<std::ffi::OsString>) -> PathBuf {
+    if !spool_dir.is_empty() {
+        return PathBuf::from(spool_dir);
+    }
+    let state = state_directory
+        .as_deref()
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split(':').find(|p| !p.is_empty()))
+        .map(PathBuf::from);
+    match state {
+        Some(base) => base.join("traffic"),
+        None => PathBuf::from("fileproxy-state").join("traffic"),
+    }
+}
 
 /// Why the spool could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -342,5 +361,23 @@ mod tests {
     async fn store_spool() {
         let store: SharedStore = Arc::new(crate::store::memory::MemoryStore::new());
         round_trip(Spool::store(store, "w1")).await;
+    }
+
+    #[test]
+    fn default_folder() {
+        assert_eq!(folder("/x/y", None), PathBuf::from("/x/y"));
+        assert_eq!(
+            folder("", Some("/var/lib/fileproxy".into())),
+            PathBuf::from("/var/lib/fileproxy/traffic")
+        );
+        assert_eq!(
+            folder("", Some("/var/lib/a:/var/lib/b".into())),
+            PathBuf::from("/var/lib/a/traffic")
+        );
+        assert_eq!(
+            folder("", Some("".into())),
+            PathBuf::from("fileproxy-state/traffic")
+        );
+        assert_eq!(folder("", None), PathBuf::from("fileproxy-state/traffic"));
     }
 }

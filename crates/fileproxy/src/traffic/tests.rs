@@ -10,6 +10,7 @@ fn cfg(url: &str, spool: &std::path::Path, min_bytes: u64) -> TrafficConfig {
         api_key: "k".into(),
         interval_s: 3600,
         min_bytes,
+        spool: "dir".into(),
         spool_dir: spool.display().to_string(),
         worker_id: "w1".into(),
         timeout_ms: 500,
@@ -181,9 +182,10 @@ async fn reporting_off_counts_locally() {
 }
 
 #[tokio::test]
-async fn store_spool_when_no_folder() {
+async fn store_spool_when_chosen() {
     let store: SharedStore = Arc::new(MemoryStore::new());
     let mut c = cfg(&dead_url(), std::path::Path::new(""), 10);
+    c.spool = "store".into();
     c.spool_dir = String::new();
     let t = Traffic::start(&c, "x:1", store.clone(), Arc::new(Metrics::new()))
         .await

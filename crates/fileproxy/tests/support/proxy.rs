@@ -67,7 +67,10 @@ impl Proxy {
             .expect("write config");
         let log = dir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fileproxy"));
-        cmd.arg("serve")
+        // Run in the test's own folder: relative defaults (the traffic spool's
+        // `fileproxy-state/`) land there, not in the source tree.
+        cmd.current_dir(dir.path())
+            .arg("serve")
             .arg("--config")
             .arg(&cfg_path)
             .stdout(Stdio::null())

@@ -390,7 +390,7 @@ impl Drop for RedisServer {
     }
 }
 
-/// A Redis Cluster of primaries only, each a [`RedisServer`].
+/// A Redis Cluster, each node a [`RedisServer`] (primaries only, or with replicas).
 #[derive(Debug)]
 pub struct RedisCluster {
     /// The nodes.
@@ -402,10 +402,21 @@ impl RedisCluster {
     /// Starts `n` (≥ 3) cluster nodes, creates the cluster over them and waits until
     /// every node reports `cluster_state:ok`.
     pub fn start(n: usize, base: RedisServerBuilder) -> Result<RedisCluster, String> {
+        Self::start_replicated(n, 0, base)
+    }
+
+    /// Starts `primaries` (≥ 3) primaries with `replicas` replicas each (nodes
+    /// `0..primaries` are the primaries), and waits until every node is ok. With
+    /// replicas, `base` should lower `--cluster-node-timeout` for a quick failover.
+    pub fn start_replicated(
+        primaries: usize,
+        replicas: usize,
+        base: RedisServerBuilder,
+    ) -> Result<RedisCluster, String> {
         let tls = base.tls.clone();
         let password = base.password.clone();
         let mut nodes = Vec::new();
-        for _ in 0..n {
+        for _ in 0..primaries * (1 + replicas) {
             nodes.push(base.clone().cluster().try_start()?);
         }
         let mut cmd = Command::new("redis-cli");
@@ -419,7 +430,9 @@ impl RedisCluster {
         for node in &nodes {
             cmd.arg(node.addr());
         }
-        cmd.arg("--cluster-replicas").arg("0").arg("--cluster-yes");
+        cmd.arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes");
         let out = cmd.output().map_err(|e| e.to_string())?;
         if !out.status.success() {
             return Err(format!(
@@ -437,13 +450,43 @@ impl RedisCluster {
             nodes,
         };
         cluster.wait_ok()?;
+        if replicas > 0 {
+            cluster.wait_replicas_synced()?;
+        }
         Ok(cluster)
+    }
+
+    /// Waits (up to 30 s) until every replica's link to its primary is up (a replica
+    /// that never synced cannot take over).
+    pub fn wait_replicas_synced(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            loop {
+                let info = node.cli(&["INFO", "replication"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("replica {} never synced: {info}", node.addr()));
+                }
+                sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
     }
 
     /// Waits (up to 30 s) until every node reports `cluster_state:ok`.
     pub fn wait_ok(&self) -> Result<(), String> {
+        self.wait_ok_except(&[])
+    }
+
+    /// Like [`RedisCluster::wait_ok`], skipping the nodes at `skip` (stopped ones).
+    pub fn wait_ok_except(&self, skip: &[usize]) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &self.nodes {
+        for (i, node) in self.nodes.iter().enumerate() {
+            if skip.contains(&i) {
+                continue;
+            }
             loop {
                 let info = node.cli(&["CLUSTER", "INFO"]);
                 if info.contains("cluster_state:ok") {
@@ -456,6 +499,11 @@ impl RedisCluster {
             }
         }
         Ok(())
+    }
+
+    /// Whether node `i` is a primary now (`ROLE`).
+    pub fn is_primary(&self, i: usize) -> bool {
+        self.nodes[i].cli(&["ROLE"]).starts_with("master")
     }
 
     /// `redis+cluster://[:password@]h1:p1,h2:p2,…` (`rediss+cluster://` with TLS).
