@@ -894,6 +894,37 @@ impl Store for Counting {
         self.tick();
         self.inner.list_range(key, limit).await
     }
+    async fn touch_member(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: u64,
+        idle: Duration,
+        max: u64,
+    ) -> Result<crate::store::MemberTouch, StoreError> {
+        self.tick();
+        self.inner
+            .touch_member(key, member, now_ms, idle, max)
+            .await
+    }
+    async fn members_since(
+        &self,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.tick();
+        self.inner.members_since(key, since_ms).await
+    }
+    async fn incr_by_once(
+        &self,
+        key: &str,
+        marker: &str,
+        by: u64,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        self.tick();
+        self.inner.incr_by_once(key, marker, by, window).await
+    }
     async fn ping(&self) -> Result<Duration, StoreError> {
         self.tick();
         self.inner.ping().await

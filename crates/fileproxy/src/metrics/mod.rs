@@ -142,11 +142,17 @@ pub enum StoreOp {
     ListRange,
     /// `ping`.
     Ping,
+    /// `touch_member` (concurrent streams, SPEC §13).
+    TouchMember,
+    /// `members_since`.
+    MembersSince,
+    /// `incr_by_once` (traffic quota, SPEC §13).
+    IncrByOnce,
 }
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 10] = [
+    pub const ALL: [StoreOp; 13] = [
         StoreOp::GetMany,
         StoreOp::Get,
         StoreOp::Write,
@@ -157,6 +163,9 @@ impl StoreOp {
         StoreOp::PushCapped,
         StoreOp::ListRange,
         StoreOp::Ping,
+        StoreOp::TouchMember,
+        StoreOp::MembersSince,
+        StoreOp::IncrByOnce,
     ];
 
     /// The label value.
@@ -172,6 +181,9 @@ impl StoreOp {
             StoreOp::PushCapped => "push_capped",
             StoreOp::ListRange => "list_range",
             StoreOp::Ping => "ping",
+            StoreOp::TouchMember => "touch_member",
+            StoreOp::MembersSince => "members_since",
+            StoreOp::IncrByOnce => "incr_by_once",
         }
     }
 
