@@ -79,7 +79,9 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
     let store = TimedStore::wrap(store, Arc::clone(&metrics));
     let origin = Origin::from_config(&config.origin).context("origin")?;
-    let policy = Policy::new(&config.auth, store.clone()).with_protect(&config.protect);
+    let policy = Policy::new(&config.auth, store.clone())
+        .with_protect(&config.protect)
+        .with_limits(&config.limits);
     let trusted = TrustedProxies::new(&config.server.trusted_proxies);
     let protect = crate::protect::Protect::new(&config, store.clone());
     let traffic = Traffic::start(
@@ -106,5 +108,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         traffic,
         access_log,
     });
+    // Viewer controls (SPEC §13): revocation feed poller, quota batch flusher.
+    crate::controls::spawn(&app);
     Ok(app)
 }

@@ -226,6 +226,9 @@ impl TransferObserver for Accounting {
             if let Some(uid) = f.uid.as_deref().filter(|u| !u.is_empty()) {
                 app.traffic
                     .record(uid, report.bytes, f.class, ex.client_ip, f.session_id());
+                app.policy
+                    .controls()
+                    .record_bytes(uid, report.bytes, crate::pipeline::unix_now());
             }
         }
         if app.access_log.enabled() {

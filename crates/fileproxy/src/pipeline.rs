@@ -63,6 +63,7 @@ async fn dispatch(
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
         (&Method::POST, "/api/whitelist") => admit(app, conn, req).await,
+        (_, "/api/revoke") => crate::controls::revoke_api(app, conn, req).await,
         _ if crate::api::is_api_path(path) => crate::api::route(app, conn, req).await,
         (&Method::OPTIONS, _) => preflight(app, &req),
         (&Method::GET | &Method::HEAD, _) => proxy(app, conn, req, started).await,
@@ -367,6 +368,9 @@ async fn fetch_and_stream(
         }
         _ => body,
     };
+    // Cut when the uid is revoked (SPEC §13, `crate::controls`).
+    let cut = tokio_util::sync::CancellationToken::new();
+    let body = crate::protect::transfers::CutBody::new(body, cut.clone()).boxed_unsync();
     let live = crate::protect::transfers::TransferMeta {
         method: req.method().to_string(),
         path: raw_path.clone(),
@@ -378,6 +382,7 @@ async fn fetch_and_stream(
             .unwrap_or("")
             .to_string(),
         started,
+        cut,
     };
     let observer = Box::new(Accounting {
         path: raw_path,

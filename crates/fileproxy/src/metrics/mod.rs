@@ -834,7 +834,7 @@ mod tests {
             assert_eq!(*r as usize, i);
         }
         assert_eq!(
-            DenyReason::TokenReplayUnavailable as usize + 1,
+            DenyReason::QuotaExceeded as usize + 1,
             DenyReason::ALL.len()
         );
         let m = Metrics::new();
