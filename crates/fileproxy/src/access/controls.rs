@@ -158,6 +158,8 @@ pub fn parse_feed(raw: Option<&str>, now: i64) -> BTreeMap<String, RevokedUid> {
 
 #[derive(Debug, Default)]
 struct RevState {
+    /// The feed sequence number this copy reflects (0 = never loaded).
+    seq: u64,
     map: BTreeMap<String, RevokedUid>,
     /// Parsed viewer tombstones: (network, UA hash, uid).
     viewers: Vec<(IpNet, String, String)>,
@@ -167,8 +169,6 @@ struct RevState {
 #[derive(Debug, Default)]
 pub struct Revocations {
     state: RwLock<RevState>,
-    /// The feed sequence number the copy reflects (0 = never loaded).
-    seq: AtomicU64,
 }
 
 impl Revocations {
@@ -209,7 +209,9 @@ impl Revocations {
         self.state.read().map(|s| s.map.clone()).unwrap_or_default()
     }
 
-    /// Replaces the copy with `map` (as read from the feed at sequence `seq`).
+    /// Replaces the copy with `map` (as read from the feed at sequence `seq`), unless
+    /// the copy already reflects a later sequence (a poll that read the feed before
+    /// this instance's own revocation must not undo it).
     pub fn replace(&self, map: BTreeMap<String, RevokedUid>, seq: u64) {
         let viewers = map
             .iter()
@@ -221,9 +223,14 @@ impl Revocations {
             })
             .collect();
         if let Ok(mut s) = self.state.write() {
-            *s = RevState { map, viewers };
+            if seq >= s.seq {
+                *s = RevState { seq, map, viewers };
+            }
         }
-        self.seq.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    fn seq(&self) -> u64 {
+        self.state.read().map(|s| s.seq).unwrap_or(0)
     }
 
     /// Polls the feed: one `get` of the sequence number, plus one of the map when it
@@ -234,7 +241,7 @@ impl Revocations {
             .await?
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0);
-        let seen = self.seq.load(Ordering::Relaxed);
+        let seen = self.seq();
         if seq == seen && seen != 0 {
             // Nothing new; just let lapsed marks go.
             if let Ok(mut s) = self.state.write() {
