@@ -73,6 +73,7 @@ on_both_stores!(
     third_stream_refused_then_freed,
     revoke_refuses_cuts_and_is_lifted,
     revoke_one_key_path_only,
+    revoke_withdraws_front_end_admissions,
     quota_refuses_until_window_ends,
 );
 
@@ -298,6 +299,33 @@ async fn revoke_one_key_path_only(kind: Kind) {
         .await
         .assert_text(403, &revoked_text("ku"));
     assert_eq!(v.get(&p, &b.seg0).await.status, 200);
+}
+
+async fn revoke_withdraws_front_end_admissions(kind: Kind) {
+    let env = Env::new(kind).await;
+    let video = Video::put(&env.origin, "jsrev");
+    let p = ProxyConfig::trusting_loopback(&env.store_url())
+        .tail("[protect]\njs_whitelist = true\njs_whitelist_secret = \"js-secret-0123\"")
+        .start(&env.origin.url());
+    let v = Viewer::new("10.9.0.7", CHROME);
+    let r = http_client(None)
+        .post(p.url("/api/js-whitelist"))
+        .bearer_auth(WL_KEY)
+        .header("x-forwarded-for", &v.ip)
+        .header("user-agent", &v.ua)
+        .json(&json!({"uid": "ju", "jsPath": video.playlist}))
+        .send()
+        .await
+        .expect("js admission");
+    assert_eq!(r.status(), 200);
+    // No path whitelist entry: the front-end admission lets the segment through.
+    assert_eq!(v.get(&p, &video.seg0).await.status, 200);
+    let ans = revoke(&p, json!({"uid": "ju"})).await;
+    assert_eq!(ans["revoked"]["js_admissions"], 1, "{ans}");
+    // Its viewer is still attributed to the revoked uid.
+    v.get(&p, &video.seg0)
+        .await
+        .assert_text(403, &revoked_text("ju"));
 }
 
 async fn quota_refuses_until_window_ends(kind: Kind) {
