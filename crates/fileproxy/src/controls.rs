@@ -81,6 +81,21 @@ async fn flush_quota(app: Weak<App>) {
     }
 }
 
+/// Sends the quota batches still held (at shutdown), bounded by 5 s.
+pub async fn flush_quota_now(app: &App) {
+    let c = app.policy.controls();
+    if !c.quota_on() {
+        return;
+    }
+    let current = c.window_of(unix_now());
+    let flush = c.quota.flush(&*app.store, current, c.window());
+    match tokio::time::timeout(std::time::Duration::from_secs(5), flush).await {
+        Ok((_, 0)) => {}
+        Ok((_, kept)) => tracing::warn!(batches = kept, "quota batches not counted at shutdown"),
+        Err(_) => tracing::warn!("quota batches not flushed within 5 s at shutdown"),
+    }
+}
+
 /// `POST /api/revoke` `{uid, key_path?}` (bearer whitelist key, checked before the
 /// body is read): `200 {"uid", "revoked": {"whitelist_paths", "sessions", "pairs",
 /// "js_admissions"}, "transfers_cut"}`.

@@ -73,6 +73,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> 
     {
         tracing::warn!("some deferred store writes did not finish within 5 s");
     }
+    // Bytes not yet added to the uid quota counters (SPEC §13) are sent once more.
+    crate::controls::flush_quota_now(&app).await;
     // Unreported traffic goes to the spool; queued access-log lines to their sink.
     app.traffic.shutdown().await;
     let log_app = app.clone();

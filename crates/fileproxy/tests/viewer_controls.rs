@@ -439,3 +439,23 @@ async fn two_processes_sum_one_quota() {
         assert_eq!(view["quota"]["used_bytes"], 8192, "{view}");
     }
 }
+
+/// Bytes delivered just before SIGTERM still reach the quota counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_bytes_flushed_at_shutdown() {
+    let env = Env::new(Kind::Redis).await;
+    let video = Video::put(&env.origin, "quotastop");
+    let mut p = env.start("uid_quota_bytes = 1000000\nuid_quota_window_s = 86400");
+    let v = Viewer::new("10.31.0.1", CHROME);
+    v.admit(&p, "qs", &video.playlist).await;
+    assert_eq!(v.get(&p, &video.seg0).await.body.len(), 4096);
+    p.terminate();
+    assert_eq!(p.wait_exit(Duration::from_secs(15)), Some(0));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let key = format!("uid_quota:{{qs}}:{}", now / 86400);
+    let redis = env.redis.as_ref().unwrap();
+    assert_eq!(redis.cli(&["GET", &key]).trim(), "4096");
+}
