@@ -427,6 +427,18 @@ fn controlled(uid: Option<&str>) -> Option<&str> {
     uid.filter(|u| !u.is_empty() && *u != FIXED_WHITELIST_UID)
 }
 
+/// `now` (Unix seconds) in milliseconds: the wall clock's when it is in that second
+/// (so a slot frees `stream_idle_s` after the last request, not up to 1 s later),
+/// else `now * 1000` (a request with a synthetic time).
+fn now_millis(now: u64) -> u64 {
+    let wall = crate::clock::unix_ms();
+    if wall / 1000 == now {
+        wall
+    } else {
+        now.saturating_mul(1000)
+    }
+}
+
 fn i64_of(now: u64) -> i64 {
     i64::try_from(now).unwrap_or(i64::MAX)
 }
@@ -484,7 +496,7 @@ impl Policy {
                 return Ok(None);
             }
             let idle = Duration::from_secs(c.limits.stream_idle_s.max(1));
-            let now_ms = req.now.saturating_mul(1000);
+            let now_ms = now_millis(req.now);
             self.store
                 .touch_member(
                     &streams_key(uid),
@@ -543,7 +555,7 @@ impl Policy {
     pub async fn explain_uid(&self, uid: &str, now: u64) -> Result<serde_json::Value, StoreError> {
         let c = &self.controls;
         let idle_ms = c.limits.stream_idle_s.max(1).saturating_mul(1000);
-        let since = now.saturating_mul(1000).saturating_sub(idle_ms);
+        let since = now_millis(now).saturating_sub(idle_ms);
         let streams = self.store.members_since(&streams_key(uid), since).await?;
         let w = c.window_of(now);
         let stored = self
