@@ -49,6 +49,8 @@ PEER_PORT, ORIGIN_PORT, REDIS_PORT = 10080, 27804, 26379
 
 PEERS = {
     "fileproxy-redis": dict(kind="fileproxy", config="peers/fileproxy/redis.toml.tmpl", redis=True, auth=True),
+    # The same with every SPEC §13 viewer control on (streams, quota; revocation is always on).
+    "fileproxy-redis-limits": dict(kind="fileproxy", config="peers/fileproxy/redis-limits.toml.tmpl", redis=True, auth=True),
     "fileproxy-mem": dict(kind="fileproxy", config="peers/fileproxy/memory.toml.tmpl", redis=False, auth=True),
     "aiohttp": dict(kind="gunicorn", dir="peers/aiohttp", redis=True, auth=True),
     "fastapi": dict(kind="gunicorn", dir="peers/fastapi", redis=True, auth=True),

@@ -93,7 +93,8 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         .with_outage_grace(
             config.store.outage_grace_s,
             metrics.overload.outage_grace_allowed.clone(),
-        );
+        )
+        .with_limits(&config.limits);
     let trusted = TrustedProxies::new(&config.server.trusted_proxies);
     let protect = crate::protect::Protect::new(&config, store.clone());
     let traffic = Traffic::start(

@@ -36,6 +36,8 @@ pub struct Config {
     pub sockets: SocketConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Viewer controls: concurrent streams and traffic quota per uid (SPEC §13).
+    pub limits: LimitsConfig,
 }
 
 /// `[server]`: listeners, connection limits and shutdown.
@@ -489,6 +491,31 @@ impl Default for SocketConfig {
     }
 }
 
+/// `[limits]`: viewer controls per uid, cluster-wide through the store (SPEC §13).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Streams (client IP, UA, key path) a uid may have at once; 0 = no limit.
+    pub max_streams_per_uid: u64,
+    /// A stream ends this many seconds after its last request.
+    pub stream_idle_s: u64,
+    /// Bytes a uid may receive per window; 0 = no quota.
+    pub uid_quota_bytes: u64,
+    /// Length of a quota window in seconds.
+    pub uid_quota_window_s: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_streams_per_uid: 0,
+            stream_idle_s: 30,
+            uid_quota_bytes: 0,
+            uid_quota_window_s: 3600,
+        }
+    }
+}
+
 /// `[log]`: application and access logs.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -825,6 +852,12 @@ impl Config {
                 "sockets.congestion_control = {:?}: not an algorithm name",
                 self.sockets.congestion_control
             ));
+        }
+        if self.limits.stream_idle_s == 0 {
+            errs.push("limits.stream_idle_s must be greater than 0".into());
+        }
+        if self.limits.uid_quota_window_s == 0 {
+            errs.push("limits.uid_quota_window_s must be greater than 0".into());
         }
         if errs.is_empty() {
             Ok(())

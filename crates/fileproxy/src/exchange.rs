@@ -114,6 +114,9 @@ impl TransferObserver for Accounting {
             if let Some(uid) = f.uid.as_deref().filter(|u| !u.is_empty()) {
                 app.traffic
                     .record(uid, report.bytes, f.class, ctx.client_ip, f.session_id());
+                app.policy
+                    .controls()
+                    .record_bytes(uid, report.bytes, crate::clock::unix_secs());
             }
         }
         if app.access_log.enabled() {

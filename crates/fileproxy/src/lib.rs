@@ -36,3 +36,4 @@ pub mod stream;
 pub mod telemetry;
 pub mod traffic;
 pub mod ua;
+pub mod viewer_controls;

@@ -63,6 +63,7 @@ async fn dispatch(app: &Arc<App>, ctx: &mut RequestCtx, req: Request<Incoming>) 
             Some(refused) => refused,
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
+        _ if path == "/api/revoke" => crate::viewer_controls::revoke_api(app, &conn, req).await,
         _ if crate::api::is_api_path(path) => crate::api::route(app, ctx, req).await,
         (&Method::OPTIONS, _) => preflight(app, &req),
         (&Method::GET | &Method::HEAD, _) => {
@@ -305,6 +306,9 @@ async fn response_filter(
         }
         _ => body,
     };
+    // Cut when the uid is revoked (SPEC §13, `crate::viewer_controls`).
+    let cut = tokio_util::sync::CancellationToken::new();
+    let body = crate::protect::transfers::CutBody::new(body, cut.clone()).boxed_unsync();
     ctx.live = Some(TransferMeta {
         method: ctx.method.to_string(),
         path: viewer.raw_path.clone(),
@@ -314,6 +318,7 @@ async fn response_filter(
         total: http_body::Body::size_hint(&body).exact(),
         user_agent: ctx.user_agent().to_string(),
         started: ctx.started,
+        cut,
     });
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }

@@ -42,6 +42,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> 
     let grace = Duration::from_secs(config.server.shutdown_grace_s);
     let app = build_app(config).await?;
     crate::admin::stats::spawn_sampler(&app);
+    // Viewer controls (SPEC §13): revocation feed poller, quota batch flusher.
+    crate::viewer_controls::spawn(&app);
     tracing::info!(
         listen = %main.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin.as_ref().and_then(|a| a.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
@@ -73,6 +75,8 @@ pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> 
     {
         tracing::warn!("some deferred store writes did not finish within 5 s");
     }
+    // Bytes not yet added to the uid quota counters (SPEC §13) are sent once more.
+    crate::viewer_controls::flush_quota_now(&app).await;
     // Unreported traffic goes to the spool; queued access-log lines to their sink.
     app.traffic.shutdown().await;
     let log_app = app.clone();

@@ -50,6 +50,11 @@ const ALL: &[(&str, Check)] = &[
     ("push_capped", |s| Box::pin(check_push_capped(s))),
     ("type_errors", |s| Box::pin(check_type_errors(s))),
     ("ping", |s| Box::pin(check_ping(s))),
+    ("touch_member", |s| Box::pin(check_touch_member(s))),
+    ("touch_member_concurrent", |s| {
+        Box::pin(check_touch_member_concurrent(s))
+    }),
+    ("incr_by_once", |s| Box::pin(check_incr_by_once(s))),
 ];
 
 /// Runs `check` on a fresh memory store, then on a fresh Redis.
@@ -84,6 +89,9 @@ conformance! {
     push_capped_cap_order_and_range => check_push_capped,
     type_errors_are_malformed => check_type_errors,
     ping_answers => check_ping,
+    touch_member_caps_refreshes_and_prunes => check_touch_member,
+    touch_member_concurrent_newcomers_respect_the_cap => check_touch_member_concurrent,
+    incr_by_once_counts_each_marker_once => check_incr_by_once,
 }
 
 async fn check_get_set_ttl(st: SharedStore) {
@@ -403,6 +411,133 @@ async fn check_type_errors(st: SharedStore) {
 
 async fn check_ping(st: SharedStore) {
     st.ping().await.unwrap();
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// Concurrent streams of SPEC §13: a set of members scored by last-seen time.
+async fn check_touch_member(st: SharedStore) {
+    let key = "tm:{u1}";
+    let idle = Duration::from_secs(30);
+    let t = now_ms();
+    let a = st.touch_member(key, "a", t, idle, 2).await.unwrap();
+    assert!(a.admitted);
+    assert_eq!(a.count, 1);
+    assert_eq!(
+        st.touch_member(key, "b", t + 1, idle, 2)
+            .await
+            .unwrap()
+            .count,
+        2
+    );
+    // A third member is refused and not added; the two are untouched.
+    let c = st.touch_member(key, "c", t + 2, idle, 2).await.unwrap();
+    assert!(!c.admitted);
+    assert_eq!(c.count, 2);
+    // A known member is refreshed even at the cap.
+    let a2 = st.touch_member(key, "a", t + 3, idle, 2).await.unwrap();
+    assert!(a2.admitted);
+    assert_eq!(a2.count, 2);
+    let m = st.members_since(key, 0).await.unwrap();
+    assert_eq!(m, [("a".to_string(), t + 3), ("b".to_string(), t + 1)]);
+    assert_eq!(st.members_since(key, t + 2).await.unwrap().len(), 1);
+    let ttl = st.ttl(key).await.unwrap().unwrap();
+    assert!(
+        ttl <= idle && ttl > idle - Duration::from_secs(5),
+        "{ttl:?}"
+    );
+    // More than idle after both last requests: both are pruned and c gets a slot.
+    let later = t + 3 + 30_000 + 1;
+    let c = st.touch_member(key, "c", later, idle, 2).await.unwrap();
+    assert!(c.admitted);
+    assert_eq!(c.count, 1, "a (t+3) and b (t+1) are both idle past 30 s");
+    // Cap 0 admits nothing and leaves no key behind.
+    let z = st.touch_member("tm:{u2}", "a", t, idle, 0).await.unwrap();
+    assert_eq!((z.admitted, z.count), (false, 0));
+    assert_eq!(st.members_since("tm:{u2}", 0).await.unwrap(), []);
+    // The set expires with its TTL.
+    st.touch_member("tm:{u3}", "a", t, SHORT, 5).await.unwrap();
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(st.members_since("tm:{u3}", 0).await.unwrap(), []);
+    // Type errors are Malformed.
+    st.set("tm:str", "x", LONG).await.unwrap();
+    assert_malformed(st.touch_member("tm:str", "a", t, idle, 2).await);
+    assert_malformed(st.members_since("tm:str", 0).await);
+}
+
+/// Many newcomers at once: exactly `max` get in.
+async fn check_touch_member_concurrent(st: SharedStore) {
+    let t = now_ms();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let st = st.clone();
+            tokio::spawn(async move {
+                st.touch_member("tmc:{u}", &format!("m{i}"), t, Duration::from_secs(30), 3)
+                    .await
+                    .unwrap()
+                    .admitted
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(admitted, 3);
+    assert_eq!(st.members_since("tmc:{u}", 0).await.unwrap().len(), 3);
+}
+
+/// Traffic quota of SPEC §13: increments that a retried batch does not repeat.
+async fn check_incr_by_once(st: SharedStore) {
+    let (k, w) = ("q:{u}:1", LONG);
+    assert_eq!(st.incr_by_once(k, "q:{u}:1:b1", 100, w).await.unwrap(), 100);
+    assert_eq!(st.incr_by_once(k, "q:{u}:1:b2", 50, w).await.unwrap(), 150);
+    // The same batch again (a retry after a lost answer) changes nothing.
+    assert_eq!(st.incr_by_once(k, "q:{u}:1:b1", 100, w).await.unwrap(), 150);
+    assert_eq!(st.get(k).await.unwrap(), s("150"));
+    assert!(st.ttl(k).await.unwrap().unwrap_or_default() > SHORT);
+    // The window is set at creation and never extended.
+    assert_eq!(
+        st.incr_by_once("q:{s}", "q:{s}:a", 1, SHORT).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        st.incr_by_once("q:{s}", "q:{s}:b", 1, LONG).await.unwrap(),
+        2
+    );
+    assert!(st.ttl("q:{s}").await.unwrap().unwrap_or_default() <= SHORT);
+    tokio::time::sleep(PAST_SHORT).await;
+    assert_eq!(st.get("q:{s}").await.unwrap(), None);
+    // A retried marker on a counter that expired meanwhile reads as 0.
+    assert_eq!(
+        st.incr_by_once("q:{s}", "q:{s}:b", 1, LONG).await.unwrap(),
+        0
+    );
+    // Concurrent distinct batches all land.
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let st = st.clone();
+            tokio::spawn(async move {
+                st.incr_by_once("q:{c}", &format!("q:{{c}}:{i}"), 7, LONG)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(st.get("q:{c}").await.unwrap(), s("140"));
+    st.push_capped("q:{list}", "x", 3, LONG).await.unwrap();
+    assert_malformed(st.incr_by_once("q:{list}", "q:{list}:m", 1, LONG).await);
 }
 
 // ---------------------------------------------------------------------------

@@ -367,6 +367,12 @@ impl Policy {
         })
         .await
         .inspect_err(|e| tracing::warn!(error = %e, "front-end admission failed: store"))?;
+        // Index it under the uid so `POST /api/revoke` finds it without a scan (§13).
+        if let Err(e) =
+            super::uid_index::index_js(&*self.store, &adm.uid, &key, self.rules.js_ttl).await
+        {
+            tracing::warn!(error = %e, "front-end admission not indexed for revocation");
+        }
         let grant = written.as_ref().and_then(|e| e.uids.get(&adm.uid));
         let net = ipnet::IpNet::from(adm.ip);
         self.log_admission(

@@ -22,19 +22,32 @@
 //! | **segment/key/other, session in the latest index (the common case)** | **1**: one `get_many` of the whitelist key(s) (IPv4: 1 key; IPv6: 1 + `ipv6_prefixes`) and the session keys | 3 (session CAS read + swap, one batch extending the index keys) |
 //! | with `uid`, its session not the latest | 2 (+ `session:{id}`) | 3 |
 //! | no session in our index, no `uid` | 2 (+ the whitelist uid's `ip_ua_session`), 3 when that finds a Python-created session | 0 or 3 |
-//! | no session, `uid` given (session created) | 1 | 1 (one batch of 4 sets) |
+//! | no session, `uid` given (session created) | 1 | 2 (one batch of 4 sets, then the uid's session index) |
 //! | playlist (`.m3u8`) | as above + 1 (`incr_window`) | as above |
-//! | `POST /api/whitelist` | 2 per attempt (read + compare-and-set) + pair record (2 per attempt, + 1 delete on eviction) + 1 admission log | 0 |
+//! | `POST /api/whitelist` | 2 per attempt (read + compare-and-set) + pair record (2 per attempt, + 1 delete on eviction) + 1 read of the revocation feed (+ a write and a bump when it lifts a mark) + 1 admission log | 0 |
 //! | key file under key protection | as above + 1 (`incr_window`) | as above |
 //! | `uid` + `token` with token replay on | as above + 1 (`incr_window`) | as above |
 //!
 //! Static-file and front-end admissions add their keys to the first `get_many`
 //! (static: only for `protect.static_suffixes` paths; front-end: one key when
 //! `protect.js_whitelist` is on), so they cost no extra round trip.
+//!
+//! Viewer controls (SPEC §13, [`controls`]) on a request with an effective uid:
+//!
+//! | check | knob | critical path | deferred |
+//! |---|---|---|---|
+//! | revoked uid (effective, token's, or a revoked viewer on a whitelist miss) | always | 0 (local copy of the feed, polled every 250 ms) | 0 |
+//! | concurrent streams | `limits.max_streams_per_uid > 0` | +1 (`touch_member`), only with a key path | 0 |
+//! | traffic quota | `limits.uid_quota_bytes > 0` | +1 (`get` of the window counter) | 0 (bytes go to the store in per-second batches, `incr_by_once`) |
+//!
+//! With both knobs on the two operations are sent concurrently (one round trip of
+//! latency). A created session also records its id in `uid_sessions:{uid}` (one
+//! `push_capped` after the creation batch) so `POST /api/revoke` finds it without a scan.
 
 pub mod classify;
 pub mod client_ip;
 pub mod compat;
+pub mod controls;
 pub mod cors;
 mod fallback;
 pub mod grace;
@@ -48,9 +61,11 @@ pub mod playlist;
 pub mod protect_rules;
 pub mod query;
 pub mod replay;
+pub mod revoke;
 pub mod session;
 pub mod static_file;
 pub mod token;
+pub mod uid_index;
 pub use crate::ua;
 pub mod whitelist;
 
@@ -142,11 +157,17 @@ pub enum DenyReason {
     TokenReplay,
     /// Token-use counter unreachable (fail closed).
     TokenReplayUnavailable,
+    /// The uid would have more than `limits.max_streams_per_uid` streams (§13).
+    StreamLimit,
+    /// The uid (or the viewer's deleted admission's uid) is revoked (§13).
+    Revoked,
+    /// The uid is past `limits.uid_quota_bytes` in this window (§13).
+    QuotaExceeded,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 20] = [
         DenyReason::NoKeyPath,
         DenyReason::WhitelistNoEntry,
         DenyReason::WhitelistPathNotAdmitted,
@@ -164,6 +185,9 @@ impl DenyReason {
         DenyReason::KeyCountUnavailable,
         DenyReason::TokenReplay,
         DenyReason::TokenReplayUnavailable,
+        DenyReason::StreamLimit,
+        DenyReason::Revoked,
+        DenyReason::QuotaExceeded,
     ];
 
     /// Stable snake_case name for metrics labels and logs.
@@ -186,6 +210,9 @@ impl DenyReason {
             DenyReason::KeyCountUnavailable => "key_count_unavailable",
             DenyReason::TokenReplay => "token_replay",
             DenyReason::TokenReplayUnavailable => "token_replay_unavailable",
+            DenyReason::StreamLimit => "stream_limit",
+            DenyReason::Revoked => "revoked",
+            DenyReason::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -254,6 +281,9 @@ pub struct Pending {
     pub writes: Vec<Write>,
     /// Extension of a reused session.
     pub touch: Option<SessionTouch>,
+    /// (uid, session id) of a newly created session, for the uid's session index
+    /// that `POST /api/revoke` reads (SPEC §13).
+    pub created: Option<(String, String)>,
 }
 
 impl Pending {
@@ -371,6 +401,7 @@ pub struct Policy {
     /// Recent allow decisions for the store outage grace (SPEC §11, [`grace`]).
     grace: grace::OutageGrace,
     grace_allowed: prometheus_client::metrics::counter::Counter,
+    controls: controls::Controls,
 }
 
 impl std::fmt::Debug for Policy {
@@ -417,6 +448,7 @@ impl Policy {
             rules: ProtectRules::default(),
             grace: grace::OutageGrace::new(0, 1),
             grace_allowed: Default::default(),
+            controls: controls::Controls::default(),
         }
     }
 
@@ -501,6 +533,13 @@ impl Policy {
                 return d;
             }
         }
+        // Viewer controls (SPEC §13): revoked, quota, concurrent streams.
+        if let Err(d) = self
+            .check_controls(req, ip, &ua_hash(req.user_agent), &allow)
+            .await
+        {
+            return d;
+        }
         if class == FileClass::Playlist {
             match self.check_playlist(req, ip, allow.uid.as_deref()).await {
                 Ok(count) => allow.playlist = Some(count),
@@ -571,7 +610,7 @@ impl Policy {
                     allow.whitelist = WhitelistOutcome::Js;
                     hit
                 }
-                None => return Err(Decision::whitelist_miss(miss)),
+                None => return Err(self.miss_or_revoked(req, ip, &uah, kp, miss)),
             },
         };
         if let Some(location) = redirect {
@@ -607,6 +646,7 @@ impl Policy {
                         self.session_ttl_s,
                         self.cookie_secure,
                     ));
+                    allow.pending.created = Some((uid.to_string(), id.clone()));
                     allow.session = SessionOutcome::Created { id };
                     allow.pending.writes = writes;
                     allow.uid = Some(uid.to_string());
@@ -652,6 +692,9 @@ impl Policy {
         if !pending.writes.is_empty() {
             self.store.write(&pending.writes).await?;
         }
+        if let Some((uid, id)) = &pending.created {
+            uid_index::index_session(&*self.store, uid, id, self.ttls.user).await?;
+        }
         if let Some(t) = pending.touch {
             session::touch_session(&*self.store, &t, self.ttls).await?;
         }
@@ -694,6 +737,8 @@ impl Policy {
         let pairs = self
             .record_admitted_pair(&adm.uid, &adm.network, &adm.ua_hash, now)
             .await?;
+        // A new admission lifts a revocation of the uid (SPEC §13).
+        let lifted = self.lift_revocation(&adm.uid, now).await?;
         self.log_admission(
             "whitelist",
             &adm.uid,
@@ -713,6 +758,9 @@ impl Policy {
         );
         if let Some(obj) = v.as_object_mut() {
             obj.insert("uid_pairs".into(), json!(pairs));
+            if lifted {
+                obj.insert("revocation_lifted".into(), json!(true));
+            }
         }
         Ok(v)
     }

@@ -894,6 +894,37 @@ impl Store for Counting {
         self.tick();
         self.inner.list_range(key, limit).await
     }
+    async fn touch_member(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: u64,
+        idle: Duration,
+        max: u64,
+    ) -> Result<crate::store::MemberTouch, StoreError> {
+        self.tick();
+        self.inner
+            .touch_member(key, member, now_ms, idle, max)
+            .await
+    }
+    async fn members_since(
+        &self,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.tick();
+        self.inner.members_since(key, since_ms).await
+    }
+    async fn incr_by_once(
+        &self,
+        key: &str,
+        marker: &str,
+        by: u64,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        self.tick();
+        self.inner.incr_by_once(key, marker, by, window).await
+    }
     async fn ping(&self) -> Result<Duration, StoreError> {
         self.tick();
         self.inner.ping().await
@@ -924,8 +955,8 @@ async fn round_trips_match_the_table_in_mod_rs() {
     admit(&p, "u1", "/v/abc/i.m3u8", "1.2.3.4", CHROME).await;
     assert_eq!(
         c.take(),
-        5,
-        "admission: read + compare-and-set of the entry and of the uid's pairs, + the admission log"
+        6,
+        "admission: read + compare-and-set of the entry and of the uid's pairs, + the revocation feed read, + the admission log"
     );
 
     let seg = R::new("1.2.3.4", CHROME, "/v/abc/s.ts");
@@ -933,11 +964,12 @@ async fn round_trips_match_the_table_in_mod_rs() {
     let (d, critical, deferred) = trips(&p, &c, &seg).await;
     assert!(matches!(d, Decision::Allow(_)));
     assert_eq!((critical, deferred), (2, 0));
-    // Playlist creating a session: first read + counter; one deferred batch.
+    // Playlist creating a session: first read + counter; one deferred batch + the
+    // uid's session index.
     let pl = R::new("1.2.3.4", CHROME, "/v/abc/i.m3u8").signed("u1");
     let (d, critical, deferred) = trips(&p, &c, &pl).await;
     assert!(matches!(d, Decision::Allow(_)));
-    assert_eq!((critical, deferred), (2, 1));
+    assert_eq!((critical, deferred), (2, 2));
     // The common case: a segment whose session is in the latest index.
     let (d, critical, deferred) = trips(&p, &c, &seg).await;
     assert!(matches!(d, Decision::Allow(_)));
@@ -966,4 +998,28 @@ async fn round_trips_match_the_table_in_mod_rs() {
             .1,
         0
     );
+}
+
+/// SPEC §13 costs: revocation 0 round trips; streams +1 and quota +1, only when on.
+#[tokio::test]
+async fn viewer_control_round_trips_match_the_table() {
+    for (streams, quota, extra) in [(0, 0, 0), (2, 0, 1), (0, 1_000_000, 1), (2, 1_000_000, 2)] {
+        let c = Arc::new(Counting {
+            inner: MemoryStore::new(),
+            calls: Default::default(),
+        });
+        let limits = crate::config::LimitsConfig {
+            max_streams_per_uid: streams,
+            uid_quota_bytes: quota,
+            ..Default::default()
+        };
+        let p = Policy::new(&auth(), c.clone()).with_limits(&limits);
+        admit(&p, "u1", "/v/abc/i.m3u8", "1.2.3.4", CHROME).await;
+        let pl = R::new("1.2.3.4", CHROME, "/v/abc/i.m3u8").signed("u1");
+        trips(&p, &c, &pl).await;
+        let seg = R::new("1.2.3.4", CHROME, "/v/abc/s.ts");
+        let (d, critical, _) = trips(&p, &c, &seg).await;
+        assert!(matches!(d, Decision::Allow(_)), "{d:?}");
+        assert_eq!(critical, 1 + extra, "streams {streams}, quota {quota}");
+    }
 }

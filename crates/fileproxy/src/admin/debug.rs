@@ -5,6 +5,8 @@
 //!   admission of that address is stored under.
 //! * `/debug/ip-whitelist?ip=&path=` — which whitelist entry (if any) admits the path.
 //! * `/debug/session?uid=&path=` — which session the lookup of SPEC §2 step 5 finds.
+//! * `/debug/uid?uid=` — a uid's viewer controls (SPEC §13): live streams, quota use,
+//!   whether it is revoked.
 //!
 //! The User-Agent is the `ua` parameter, else the request's own; `/debug/session`
 //! uses the `ip` parameter, else the caller's address, and the caller's session
@@ -60,6 +62,14 @@ pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response
                 (Err(r), _) | (_, Err(r)) => Err(r),
             }
         }
+        "/debug/uid" => match query_param(req, "uid").filter(|u| !u.is_empty()) {
+            Some(uid) => store_answer(
+                app.policy
+                    .explain_uid(&uid, crate::clock::unix_secs())
+                    .await,
+            ),
+            None => Err(Fail::Bad("missing uid".into())),
+        },
         _ => Err(Fail::NotFound),
     };
     match result {
@@ -71,7 +81,7 @@ pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response
         ),
         Err(Fail::NotFound) => response::json(
             StatusCode::NOT_FOUND,
-            &json!({"error": "unknown debug route; try /debug/browser, /debug/cidr, /debug/ip-whitelist, /debug/session"}),
+            &json!({"error": "unknown debug route; try /debug/browser, /debug/cidr, /debug/ip-whitelist, /debug/session, /debug/uid"}),
         ),
     }
 }

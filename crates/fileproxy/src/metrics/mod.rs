@@ -143,11 +143,17 @@ pub enum StoreOp {
     ListRange,
     /// `ping`.
     Ping,
+    /// `touch_member` (concurrent streams, SPEC §13).
+    TouchMember,
+    /// `members_since`.
+    MembersSince,
+    /// `incr_by_once` (traffic quota, SPEC §13).
+    IncrByOnce,
 }
 
 impl StoreOp {
     /// Every operation, in label order.
-    pub const ALL: [StoreOp; 10] = [
+    pub const ALL: [StoreOp; 13] = [
         StoreOp::GetMany,
         StoreOp::Get,
         StoreOp::Write,
@@ -158,6 +164,9 @@ impl StoreOp {
         StoreOp::PushCapped,
         StoreOp::ListRange,
         StoreOp::Ping,
+        StoreOp::TouchMember,
+        StoreOp::MembersSince,
+        StoreOp::IncrByOnce,
     ];
 
     /// The label value.
@@ -173,6 +182,9 @@ impl StoreOp {
             StoreOp::PushCapped => "push_capped",
             StoreOp::ListRange => "list_range",
             StoreOp::Ping => "ping",
+            StoreOp::TouchMember => "touch_member",
+            StoreOp::MembersSince => "members_since",
+            StoreOp::IncrByOnce => "incr_by_once",
         }
     }
 
@@ -827,7 +839,7 @@ mod tests {
             assert_eq!(*r as usize, i);
         }
         assert_eq!(
-            DenyReason::TokenReplayUnavailable as usize + 1,
+            DenyReason::QuotaExceeded as usize + 1,
             DenyReason::ALL.len()
         );
         let m = Metrics::new();

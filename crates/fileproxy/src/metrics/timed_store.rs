@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{Metrics, StoreOp};
-use crate::store::{SharedStore, Store, StoreError, WindowCount, Write};
+use crate::store::{MemberTouch, SharedStore, Store, StoreError, WindowCount, Write};
 
 /// Wraps a store and records each operation's latency and outcome.
 pub struct TimedStore {
@@ -95,6 +95,47 @@ impl Store for TimedStore {
     async fn list_range(&self, key: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         self.timed(StoreOp::ListRange, self.inner.list_range(key, limit))
             .await
+    }
+
+    async fn touch_member(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: u64,
+        idle: Duration,
+        max: u64,
+    ) -> Result<MemberTouch, StoreError> {
+        self.timed(
+            StoreOp::TouchMember,
+            self.inner.touch_member(key, member, now_ms, idle, max),
+        )
+        .await
+    }
+
+    async fn members_since(
+        &self,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.timed(
+            StoreOp::MembersSince,
+            self.inner.members_since(key, since_ms),
+        )
+        .await
+    }
+
+    async fn incr_by_once(
+        &self,
+        key: &str,
+        marker: &str,
+        by: u64,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        self.timed(
+            StoreOp::IncrByOnce,
+            self.inner.incr_by_once(key, marker, by, window),
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {

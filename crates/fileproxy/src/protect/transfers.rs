@@ -8,12 +8,16 @@
 //! live transfers (itself bounded by `server.max_connections` and HTTP/2 streams).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::events::{AccessEvent, EventLog};
 use crate::stream::{Outcome, TransferObserver, TransferReport};
@@ -40,6 +44,9 @@ pub struct TransferMeta {
     pub user_agent: String,
     /// When the request arrived.
     pub started: Instant,
+    /// Cancelled to cut the transfer (a revoked uid, SPEC §13); its body is wrapped
+    /// in a [`CutBody`] holding the same token.
+    pub cut: CancellationToken,
 }
 
 /// One live transfer.
@@ -148,6 +155,20 @@ impl Transfers {
         self.len() == 0
     }
 
+    /// Cuts every live transfer `pred` selects (its body ends with an error, so the
+    /// viewer's connection or stream is reset); returns how many were cut now.
+    pub fn cut_where(&self, pred: impl Fn(&TransferMeta) -> bool) -> usize {
+        let live: Vec<Arc<Live>> = self
+            .live
+            .lock()
+            .map(|g| g.values().cloned().collect())
+            .unwrap_or_default();
+        live.iter()
+            .filter(|l| !l.meta.cut.is_cancelled() && pred(&l.meta))
+            .inspect(|l| l.meta.cut.cancel())
+            .count()
+    }
+
     /// The newest `limit` live transfers with their figures.
     pub fn snapshot(&self, limit: usize) -> Vec<Value> {
         let mut live: Vec<Arc<Live>> = self
@@ -194,6 +215,55 @@ impl Transfers {
     }
 }
 
+/// A response body that ends with an error as soon as its token is cancelled
+/// ([`Transfers::cut_where`]), even while it waits for the origin.
+pub struct CutBody {
+    inner: crate::response::Body,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl CutBody {
+    /// Wraps `inner`; cancelling `token` cuts it.
+    pub fn new(inner: crate::response::Body, token: CancellationToken) -> Self {
+        Self {
+            inner,
+            cut: Box::pin(token.cancelled_owned()),
+            done: false,
+        }
+    }
+}
+
+impl http_body::Body for CutBody {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, std::io::Error>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.cut.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "transfer cut: uid revoked",
+            ))));
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +302,7 @@ mod tests {
             total: Some(100),
             user_agent: "UA".into(),
             started: Instant::now(),
+            cut: CancellationToken::new(),
         };
         let mut obs = t.track(&ev, meta, Box::new(Inner(seen.clone())));
         assert_eq!(t.len(), 1);
@@ -247,7 +318,33 @@ mod tests {
             total: Duration::from_millis(2),
         });
         assert!(t.is_empty());
+        assert_eq!(t.cut_where(|_| true), 0, "nothing live to cut");
         assert_eq!(*seen.lock().unwrap(), vec![25, 1_000_100]);
         assert_eq!(ev.summary(10)["window"]["bytes"], 100);
+    }
+}
+
+#[cfg(test)]
+mod cut_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A cut body waiting on a body that never yields still ends at once, with an error.
+    #[tokio::test]
+    async fn cut_ends_a_pending_body() {
+        let stream = futures_util::stream::pending::<
+            Result<http_body::Frame<bytes::Bytes>, std::io::Error>,
+        >();
+        let inner = http_body_util::StreamBody::new(stream).boxed_unsync();
+        let token = CancellationToken::new();
+        let mut body = CutBody::new(inner, token.clone());
+        let cutter = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            token.cancel();
+        });
+        let frame = body.frame().await;
+        assert!(matches!(frame, Some(Err(_))), "{frame:?}");
+        assert!(body.frame().await.is_none());
+        cutter.await.unwrap();
     }
 }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{ttl_millis, Store, StoreError, WindowCount, Write};
+use super::{ttl_millis, MemberTouch, Store, StoreError, WindowCount, Write};
 
 /// Number of independently locked shards.
 pub const SHARDS: usize = 32;
@@ -36,6 +36,8 @@ const WRONGTYPE: &str = "WRONGTYPE operation against a key holding the wrong kin
 enum Value {
     Str(String),
     List(VecDeque<String>),
+    /// A scored set (Redis sorted set): member → score.
+    Scores(HashMap<String, u64>),
 }
 
 struct Entry {
@@ -341,6 +343,140 @@ impl Store for MemoryStore {
             }) => Ok(list.iter().take(limit).cloned().collect()),
             Some(_) => Err(StoreError::Malformed(WRONGTYPE.into())),
         }
+    }
+
+    async fn touch_member(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: u64,
+        idle: Duration,
+        max: u64,
+    ) -> Result<MemberTouch, StoreError> {
+        let now = Instant::now();
+        let mut shard = self.shard(key);
+        let cutoff = now_ms.saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        if shard.live(key, now).is_none() {
+            let entry = Entry {
+                value: Value::Scores(HashMap::new()),
+                expires: deadline(now, idle),
+            };
+            shard.insert(key, entry, now);
+        }
+        let Some(e) = shard.live(key, now) else {
+            return Err(StoreError::Malformed("scored set vanished".into()));
+        };
+        let Value::Scores(set) = &mut e.value else {
+            return Err(StoreError::Malformed(WRONGTYPE.into()));
+        };
+        set.retain(|_, score| *score >= cutoff);
+        let admitted = if let Some(score) = set.get_mut(member) {
+            *score = now_ms;
+            true
+        } else if (set.len() as u64) < max {
+            set.insert(member.to_owned(), now_ms);
+            true
+        } else {
+            false
+        };
+        let count = set.len() as u64;
+        if count == 0 {
+            shard.map.remove(key);
+        } else {
+            e.expires = deadline(now, idle);
+        }
+        Ok(MemberTouch { admitted, count })
+    }
+
+    async fn members_since(
+        &self,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let now = Instant::now();
+        match self.shard(key).live(key, now) {
+            None => Ok(Vec::new()),
+            Some(Entry {
+                value: Value::Scores(set),
+                ..
+            }) => {
+                let mut out: Vec<(String, u64)> = set
+                    .iter()
+                    .filter(|(_, s)| **s >= since_ms)
+                    .map(|(m, s)| (m.clone(), *s))
+                    .collect();
+                out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                Ok(out)
+            }
+            Some(_) => Err(StoreError::Malformed(WRONGTYPE.into())),
+        }
+    }
+
+    async fn incr_by_once(
+        &self,
+        key: &str,
+        marker: &str,
+        by: u64,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        let now = Instant::now();
+        let by = i64::try_from(by)
+            .map_err(|_| StoreError::Malformed("increment out of range".into()))?;
+        // The marker first (its own shard lock, released before the counter's): a
+        // marker that exists means this batch was counted already.
+        let fresh = {
+            let mut shard = self.shard(marker);
+            match shard.live(marker, now) {
+                Some(Entry {
+                    value: Value::Str(_),
+                    ..
+                }) => false,
+                Some(_) => return Err(StoreError::Malformed(WRONGTYPE.into())),
+                None => {
+                    let entry = Entry {
+                        value: Value::Str("1".into()),
+                        expires: deadline(now, window),
+                    };
+                    shard.insert(marker, entry, now);
+                    true
+                }
+            }
+        };
+        let mut shard = self.shard(key);
+        let current = match shard.live(key, now) {
+            Some(Entry {
+                value: Value::Str(s),
+                ..
+            }) => s
+                .parse::<i64>()
+                .map_err(|_| StoreError::Malformed("value is not an integer".into()))?,
+            Some(_) => return Err(StoreError::Malformed(WRONGTYPE.into())),
+            None => 0,
+        };
+        let n = if fresh {
+            let n = current
+                .checked_add(by)
+                .ok_or_else(|| StoreError::Malformed("increment overflows".into()))?;
+            match shard.live(key, now) {
+                Some(e) => {
+                    e.value = Value::Str(n.to_string());
+                    if e.expires.is_none() {
+                        e.expires = deadline(now, window);
+                    }
+                }
+                None => {
+                    let entry = Entry {
+                        value: Value::Str(n.to_string()),
+                        expires: deadline(now, window),
+                    };
+                    shard.insert(key, entry, now);
+                }
+            }
+            n
+        } else {
+            current
+        };
+        u64::try_from(n).map_err(|_| StoreError::Malformed(format!("counter is negative: {n}")))
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {

@@ -52,6 +52,15 @@ pub struct WindowCount {
     pub ttl: Duration,
 }
 
+/// Result of [`Store::touch_member`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberTouch {
+    /// Whether the member is in the set now (refreshed, or added below the cap).
+    pub admitted: bool,
+    /// Members in the set after this step.
+    pub count: u64,
+}
+
 /// One write of a batch sent in a single round trip.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -133,6 +142,41 @@ pub trait Store: Send + Sync + 'static {
 
     /// Reads up to `limit` entries of a list, newest first.
     async fn list_range(&self, key: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// In the scored set at `key`, one atomic step: drops members last seen before
+    /// `now_ms - idle`, then adds `member` (or refreshes it) with score `now_ms` —
+    /// unless it is new and the set already holds `max` members, when nothing is added
+    /// (`admitted: false`). The set's TTL becomes `idle`.
+    async fn touch_member(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: u64,
+        idle: Duration,
+        max: u64,
+    ) -> Result<MemberTouch, StoreError>;
+
+    /// Members of the scored set at `key` whose score is at least `since_ms`, with
+    /// their scores, highest first (reads only).
+    async fn members_since(
+        &self,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Adds `by` to the counter at `key` once per `marker`: the first call with a
+    /// marker key creates it and increments; a retry with the same marker changes
+    /// nothing (so a batch sent again after a lost answer is not counted twice). The
+    /// counter gets the TTL `window` when created (never extended); the marker lives
+    /// `window` too. Returns the counter's value. On Redis Cluster `key` and `marker`
+    /// must share a slot (one hash tag).
+    async fn incr_by_once(
+        &self,
+        key: &str,
+        marker: &str,
+        by: u64,
+        window: Duration,
+    ) -> Result<u64, StoreError>;
 
     /// One round trip to the store; returns its latency.
     async fn ping(&self) -> Result<Duration, StoreError>;

@@ -29,7 +29,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use super::{ttl_millis, Store, StoreError, WindowCount, Write};
+use super::{ttl_millis, MemberTouch, Store, StoreError, WindowCount, Write};
 use crate::config::{redact_url, StoreConfig};
 
 /// INCR, and give the counter its window when it has none: a counter never exists
@@ -68,6 +68,44 @@ end
 redis.call('LTRIM', KEYS[1], 0, cap - 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
+";
+
+/// Sorted-set step of `touch_member`: ARGV = member, now_ms, idle_ms, max.
+/// Prunes scores below now - idle, refreshes or (below the cap) adds the member,
+/// PEXPIREs the set. Returns `{admitted, count}`.
+const TOUCH_MEMBER_LUA: &str = r"
+local now = tonumber(ARGV[2])
+local idle = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%d', now - idle))
+local admitted = 0
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  admitted = 1
+elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[4]) then
+  admitted = 1
+end
+if admitted == 1 then
+  redis.call('ZADD', KEYS[1], now, ARGV[1])
+end
+local n = redis.call('ZCARD', KEYS[1])
+if n > 0 then
+  redis.call('PEXPIRE', KEYS[1], idle)
+end
+return {admitted, n}
+";
+
+/// INCRBY KEYS[1] by ARGV[1] once per marker KEYS[2] (SET NX PX ARGV[2]); the
+/// counter gets the TTL ARGV[2] when it has none. Returns the counter's value.
+const INCR_BY_ONCE_LUA: &str = r"
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then
+  local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  end
+  return n
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then return tonumber(cur) end
+return 0
 ";
 
 /// Largest list length passed to Redis (Lua numbers are doubles).
@@ -130,6 +168,8 @@ pub struct RedisStore {
     incr_window: Script,
     cas: Script,
     push_capped: Script,
+    touch_member: Script,
+    incr_by_once: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -265,6 +305,8 @@ impl RedisStore {
             incr_window: Script::new(INCR_WINDOW_LUA),
             cas: Script::new(CAS_LUA),
             push_capped: Script::new(PUSH_CAPPED_LUA),
+            touch_member: Script::new(TOUCH_MEMBER_LUA),
+            incr_by_once: Script::new(INCR_BY_ONCE_LUA),
         })
     }
 
@@ -494,6 +536,85 @@ impl Store for RedisStore {
                 .await
         })
         .await
+    }
+
+    async fn touch_member(
+        &self,
+        key: &str,
+        member: &str,
+        now_ms: u64,
+        idle: Duration,
+        max: u64,
+    ) -> Result<MemberTouch, StoreError> {
+        // Lua numbers are doubles: scores and the cap stay below 2^53.
+        let now_ms = now_ms.min(1 << 52);
+        let (admitted, count): (i64, i64) = self
+            .run(async {
+                let mut c = self.conn().await?;
+                self.touch_member
+                    .key(key)
+                    .arg(member)
+                    .arg(now_ms)
+                    .arg(ttl_millis(idle))
+                    .arg(max.min(1 << 40))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(MemberTouch {
+            admitted: admitted == 1,
+            count: u64::try_from(count).unwrap_or(0),
+        })
+    }
+
+    async fn members_since(
+        &self,
+        key: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let pairs: Vec<(String, f64)> = self
+            .run(async {
+                let mut c = self.conn().await?;
+                ::redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg("+inf")
+                    .arg(since_ms.min(1 << 52))
+                    .arg("BYSCORE")
+                    .arg("REV")
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        // Scores are whole milliseconds below 2^53, so the conversion is exact.
+        Ok(pairs
+            .into_iter()
+            .map(|(m, s)| (m, s.max(0.0) as u64))
+            .collect())
+    }
+
+    async fn incr_by_once(
+        &self,
+        key: &str,
+        marker: &str,
+        by: u64,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        let by = i64::try_from(by)
+            .map_err(|_| StoreError::Malformed("increment out of range".into()))?;
+        let n: i64 = self
+            .run(async {
+                let mut c = self.conn().await?;
+                self.incr_by_once
+                    .key(key)
+                    .key(marker)
+                    .arg(by)
+                    .arg(ttl_millis(window))
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        u64::try_from(n).map_err(|_| StoreError::Malformed(format!("counter is negative: {n}")))
     }
 
     async fn ping(&self) -> Result<Duration, StoreError> {
