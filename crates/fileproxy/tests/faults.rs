@@ -145,6 +145,53 @@ async fn store_outage(case: &str, kill: bool) {
     );
 }
 
+/// A viewer revoked before the outage is not let through by the outage grace: the
+/// memory of recent allow decisions honours revocations (SPEC §11, §13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_grace_honours_revocations() {
+    let origin = TestOrigin::start().await;
+    let video = Video::put(&origin, "vidrevoke");
+    let mut redis = RedisServer::start();
+    let mut p = grace_proxy(&redis.url(), &origin);
+    let a = watching(&p, &video, "203.0.113.30", "u-revoked").await;
+    let c = watching(&p, &video, "203.0.113.40", "u-kept").await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(p.url("/api/revoke"))
+        .header("Authorization", format!("Bearer {WL_KEY}"))
+        .body(serde_json::json!({"uid": "u-revoked"}).to_string())
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), 200);
+    // Every instance honours a revocation within 1 s (the feed is polled).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    redis.pause();
+    let revoked = a.get(&p, &video.seg0).await;
+    let kept = count_status(&c, &p, &video.seg0, 3, 200).await;
+    redis.resume();
+    assert_eq!(
+        revoked.status,
+        403,
+        "revoked viewer served from the grace: {}",
+        revoked.text()
+    );
+    assert!(
+        revoked.text().contains("100403 revoked uid:u-revoked"),
+        "{}",
+        revoked.text()
+    );
+    assert_eq!(kept, 3, "the other in-grace viewer lost segments");
+    let rss = alive(&mut p).await;
+    figure(
+        "store paused after a revocation",
+        format!(
+            "revoked viewer {} (expected 403 revoked); other in-grace viewer {kept}/3 segments; alive, RSS {rss} MiB",
+            revoked.status
+        ),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_paused_sigstop() {
     store_outage("store paused (SIGSTOP)", false).await;

@@ -14,8 +14,11 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::classify::{classify, FileClass};
 use super::client_ip::canonical_ip;
+use super::controls::revoked_text;
 use super::keypath::key_path;
-use super::{AccessRequest, Allow, Decision, Pending, Policy, SessionOutcome, WhitelistOutcome};
+use super::{
+    AccessRequest, Allow, Decision, DenyReason, Pending, Policy, SessionOutcome, WhitelistOutcome,
+};
 
 /// Most viewers remembered at once (about 100 bytes each).
 pub const MAX_ENTRIES: usize = 100_000;
@@ -191,6 +194,14 @@ impl Policy {
                 let Some(uid) = self.grace.recall(ip, req.user_agent, kp, req.now) else {
                     return decision;
                 };
+                // Revocations are honoured by this memory too (SPEC §11, §13): the
+                // revocation feed is this instance's own copy, readable while the store is down.
+                let now = i64::try_from(req.now).unwrap_or(i64::MAX);
+                if let Some(u) = uid.as_deref() {
+                    if self.controls().revocations.is_revoked(u, kp, now) {
+                        return Decision::deny(403, revoked_text(u), DenyReason::Revoked);
+                    }
+                }
                 self.grace_allowed.inc();
                 tracing::info!(%ip, path = %req.path, uid = ?uid, "store unavailable: allowed from the outage grace");
                 // Not remembered again: the grace runs from the last store-backed allow.
