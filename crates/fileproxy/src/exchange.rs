@@ -93,13 +93,7 @@ impl Exchange {
     /// Notes what accounting needs from the request before it is consumed.
     pub fn begin<B>(app: &App, conn: &ConnInfo, req: &Request<B>, started: Instant) -> Exchange {
         let h = req.headers();
-        let s = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
-        let client_ip = client_ip::client_ip(
-            conn.peer.ip(),
-            s("x-forwarded-for"),
-            s("x-real-ip"),
-            &app.trusted,
-        );
+        let client_ip = client_ip::client_ip_from_headers(conn.peer.ip(), h, &app.trusted);
         let logging = app.access_log.enabled();
         Exchange {
             started,

@@ -12,6 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access::canonical_path::CanonicalPath;
 use crate::access::classify::FileClass;
 use crate::access::client_ip;
 use crate::access::{self, cors, query, AccessRequest, Allow, Decision, SessionOutcome};
@@ -162,20 +163,17 @@ async fn proxy(
     started: Instant,
 ) -> Response<Body> {
     let raw_path = req.uri().path().to_string();
-    let decoded = match decode_path(&raw_path) {
+    // The one path policy and origin share (SPEC §10), refused before any store work.
+    let canonical = match CanonicalPath::parse(&raw_path) {
         Ok(p) => p,
         Err(why) => {
-            tracing::info!(peer = %conn.peer, path = %raw_path, why, "rejected malformed path");
-            return response::text(StatusCode::BAD_REQUEST, format!("Bad Request: {why}"));
+            tracing::info!(peer = %conn.peer, path = %raw_path, %why, "rejected malformed path");
+            return response::text(StatusCode::BAD_REQUEST, why.text());
         }
     };
+    let decoded = canonical.as_str();
     let h = req.headers();
-    let client_ip = client_ip::client_ip(
-        conn.peer.ip(),
-        header_str(h, "x-forwarded-for"),
-        header_str(h, "x-real-ip"),
-        &app.trusted,
-    );
+    let client_ip = client_ip::client_ip_from_headers(conn.peer.ip(), h, &app.trusted);
     let cors_origin = header_str(h, header::ORIGIN).map(str::to_owned);
     let raw_query = req.uri().query();
     let q = query::parse_query(raw_query.unwrap_or(""));
@@ -192,7 +190,7 @@ async fn proxy(
     let areq = AccessRequest {
         client_ip,
         user_agent: header_str(h, header::USER_AGENT).unwrap_or(""),
-        path: &decoded,
+        path: decoded,
         uid: q.uid.as_deref(),
         expires: q.expires.as_deref(),
         token: q.token.as_deref(),
@@ -201,7 +199,7 @@ async fn proxy(
         now: unix_now(),
     };
     let decision = app.policy.decide(&areq).await;
-    let key_file = app.policy.is_protected_key(&decoded);
+    let key_file = app.policy.is_protected_key(decoded);
     app.protect
         .observe(&areq, &decision, key_file, req.method().as_str());
     let allow = match decision {
@@ -266,7 +264,7 @@ async fn proxy(
     let mut resp = fetch_and_stream(
         app,
         &req,
-        raw_path,
+        canonical.origin_path(),
         client_ip,
         fetch_class,
         uid,
@@ -288,6 +286,7 @@ async fn proxy(
 async fn fetch_and_stream(
     app: &Arc<App>,
     req: &Request<Incoming>,
+    // The canonical path as the origin gets it (`CanonicalPath::origin_path`).
     raw_path: String,
     client_ip: IpAddr,
     class: FetchClass,
@@ -403,22 +402,4 @@ impl TransferObserver for Accounting {
             tracing::warn!(path = %self.path, uid = ?self.uid, status = self.status.as_u16(), bytes = report.bytes, "origin failed mid-transfer");
         }
     }
-}
-
-/// Percent-decodes a request path and refuses paths no origin should see:
-/// invalid UTF-8, NUL, backslashes, `.`/`..` segments.
-pub fn decode_path(raw: &str) -> Result<String, &'static str> {
-    if !raw.starts_with('/') {
-        return Err("path must start with /");
-    }
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| "path is not valid UTF-8")?;
-    if decoded.contains('\0') || decoded.contains('\\') {
-        return Err("invalid character in path");
-    }
-    if decoded.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err("dot segments are not allowed");
-    }
-    Ok(decoded.into_owned())
 }

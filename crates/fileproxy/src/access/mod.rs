@@ -32,6 +32,7 @@
 //! (static: only for `protect.static_suffixes` paths; front-end: one key when
 //! `protect.js_whitelist` is on), so they cost no extra round trip.
 
+pub mod canonical_path;
 pub mod classify;
 pub mod client_ip;
 pub mod compat;
@@ -83,7 +84,7 @@ pub const STORE_UNAVAILABLE_TEXT: &str = playlist::COUNT_UNAVAILABLE_TEXT;
 /// One viewer request as the policy sees it (the HTTP layer fills it in).
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRequest<'a> {
-    /// The client IP, already resolved with [`client_ip::client_ip`].
+    /// The client IP, already resolved with [`client_ip::client_ip_from_headers`].
     pub client_ip: IpAddr,
     /// The `User-Agent` header (empty when absent).
     pub user_agent: &'a str,

@@ -42,10 +42,9 @@ pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response
             (Err(r), _) | (_, Err(r)) => Err(r),
         },
         "/debug/session" => {
-            let caller = crate::access::client_ip::client_ip(
+            let caller = crate::access::client_ip::client_ip_from_headers(
                 conn.peer.ip(),
-                header_str(req, "x-forwarded-for"),
-                header_str(req, "x-real-ip"),
+                req.headers(),
                 &app.trusted,
             );
             let cookie = req
@@ -89,10 +88,6 @@ enum Fail {
     Store(String),
     /// No such debug route (`404`).
     NotFound,
-}
-
-fn header_str<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 fn store_answer(

@@ -61,12 +61,7 @@ fn status(code: u16) -> StatusCode {
 
 /// The caller's address (trusted-proxy rules of SPEC §2 step 1).
 fn caller_ip(app: &App, conn: &ConnInfo, h: &HeaderMap) -> IpAddr {
-    client_ip::client_ip(
-        conn.peer.ip(),
-        header_str(h, "x-forwarded-for"),
-        header_str(h, "x-real-ip"),
-        &app.trusted,
-    )
+    client_ip::client_ip_from_headers(conn.peer.ip(), h, &app.trusted)
 }
 
 /// One query parameter, percent-decoded (`+` as space); the first occurrence wins.

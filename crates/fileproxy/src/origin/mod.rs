@@ -34,8 +34,11 @@ pub enum FetchClass {
 pub struct OriginRequest {
     /// `GET` or `HEAD`.
     pub method: Method,
-    /// The request path exactly as the viewer sent it (percent-encoded, leading `/`,
-    /// no query string).
+    /// The path to fetch, percent-encoded with a leading `/` and no query string: for
+    /// viewer requests the canonical path's [`origin_path`] (SPEC §10), the very path
+    /// the policy classified.
+    ///
+    /// [`origin_path`]: crate::access::canonical_path::CanonicalPath::origin_path
     pub path: String,
     /// Viewer headers to forward: `User-Agent`, `Range`, `If-Range`,
     /// `If-Modified-Since`, `If-None-Match` (only those present).

@@ -1,0 +1,99 @@
+//! SPEC §10 and §2 step 1 against the real binary: no file is served under a weaker
+//! class than it is. Each test is a hole main had (issue 10), tried the way an
+//! attacker would: the real `fileproxy` in front of a real file origin (a temporary
+//! folder with a date layout) or a real HTTP origin on loopback.
+
+mod support;
+
+use std::path::Path;
+
+use support::access::{ProxyConfig, Viewer, CHROME};
+
+/// Admitted viewer address and key path used throughout.
+const IP: &str = "180.98.66.2";
+const KP: &str = "abc";
+const PLAYLIST: &str = "/vod/2024-05-01/abc/720p/index.m3u8";
+
+const SEGMENT: &str = "/vod/2024-05-01/abc/720p/seg0.ts";
+const PLAYLIST_BODY: &[u8] =
+    b"#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"enc.key\"\n#EXTINF:4,\nseg0.ts\n";
+const KEY_BODY: &[u8] = b"0123456789abcdef";
+
+/// A media folder with one video in a date layout.
+fn media() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("vod/2024-05-01/abc/720p");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("index.m3u8"), PLAYLIST_BODY).expect("write");
+    std::fs::write(folder.join("enc.key"), KEY_BODY).expect("write");
+    std::fs::write(folder.join("seg0.ts"), b"segment bytes").expect("write");
+    dir
+}
+
+fn file_url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+/// The issue's first hole: `…/index.m3u8/` and `…/enc.key//` were served (200) by the
+/// file origin, which dropped the empty segments the policy never saw.
+#[tokio::test]
+async fn trailing_slash_and_empty_segments_are_refused_before_the_origin() {
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail("[protect]\nkey_protection = true\n")
+        .start(&file_url(dir.path()));
+    let v = Viewer::new(IP, CHROME);
+    v.admit(&p, "u1", PLAYLIST).await;
+    // The straight path without a token is refused as it should be.
+    let r = v.get(&p, PLAYLIST).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    for path in [
+        "/vod/2024-05-01/abc/720p/index.m3u8/",
+        "/vod/2024-05-01/abc/720p/index.m3u8//",
+        "/vod/2024-05-01/abc/720p//index.m3u8",
+        "/vod/2024-05-01/abc/720p/enc.key/",
+        "/vod/2024-05-01/abc/720p/enc.key//",
+        "//vod/2024-05-01/abc/720p/enc.key",
+        "/vod/2024-05-01/abc/720p/index.m3u8;.ts",
+        "/vod/2024-05-01/abc/720p/index.m3u8%3B.ts",
+        "/vod/2024-05-01/abc/720p%2Findex.m3u8",
+        "/vod/2024-05-01/abc/720p%2fenc.key",
+    ] {
+        for _ in 0..2 {
+            let r = v.get(&p, path).await;
+            r.assert_text(400, "Bad Request: ambiguous path");
+        }
+    }
+    // A segment is still served, and only the exact path is.
+    let r = v.get(&p, SEGMENT).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.as_ref(), b"segment bytes");
+}
+
+/// The issue's second hole: behind a trusted proxy that appends to
+/// `X-Forwarded-For`, a viewer who wrote an admitted address first passed the
+/// whitelist. The rightmost untrusted address is the client (SPEC §2 step 1).
+#[tokio::test]
+async fn forged_forwarded_for_prefix_is_not_believed() {
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback("memory://").start(&file_url(dir.path()));
+    let admitted = Viewer::new(IP, CHROME);
+    admitted.admit(&p, "u1", PLAYLIST).await;
+    assert_eq!(admitted.get(&p, SEGMENT).await.status, 200);
+    // The attacker at 9.9.9.9 writes the admitted address; the proxy appended its own.
+    let forged = Viewer::new(&format!("{IP}, 9.9.9.9"), CHROME);
+    forged
+        .get(&p, SEGMENT)
+        .await
+        .assert_text(403, "Access Denied 100020 path");
+    // Two header lines: the second one (appended by the proxy) decides.
+    let lines = Viewer::new(IP, CHROME);
+    let r = lines
+        .get_with(&p, SEGMENT, &[("x-forwarded-for", "9.9.9.9")])
+        .await;
+    r.assert_text(403, "Access Denied 100020 path");
+    // A trusted hop in the chain is skipped: the admitted viewer behind two proxies.
+    let behind = Viewer::new(&format!("1.1.1.1, {IP}, 127.0.0.1"), CHROME);
+    assert_eq!(behind.get(&p, SEGMENT).await.status, 200);
+    let _ = KP;
+}
