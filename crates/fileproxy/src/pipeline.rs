@@ -197,6 +197,7 @@ async fn proxy(
         full_url: &full_url,
         session_cookie: cookie,
         now: unix_now(),
+        head: req.method() == Method::HEAD,
     };
     let decision = app.policy.decide(&areq).await;
     let key_file = app.policy.is_protected_key(decoded);

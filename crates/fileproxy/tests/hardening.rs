@@ -11,9 +11,8 @@ use support::access::{ProxyConfig, Viewer, CHROME};
 
 /// Admitted viewer address and key path used throughout.
 const IP: &str = "180.98.66.2";
-const KP: &str = "abc";
 const PLAYLIST: &str = "/vod/2024-05-01/abc/720p/index.m3u8";
-
+const KEY: &str = "/vod/2024-05-01/abc/720p/enc.key";
 const SEGMENT: &str = "/vod/2024-05-01/abc/720p/seg0.ts";
 const PLAYLIST_BODY: &[u8] =
     b"#EXTM3U\n#EXT-X-KEY:METHOD=AES-128,URI=\"enc.key\"\n#EXTINF:4,\nseg0.ts\n";
@@ -95,5 +94,103 @@ async fn forged_forwarded_for_prefix_is_not_believed() {
     // A trusted hop in the chain is skipped: the admitted viewer behind two proxies.
     let behind = Viewer::new(&format!("1.1.1.1, {IP}, 127.0.0.1"), CHROME);
     assert_eq!(behind.get(&p, SEGMENT).await.status, 200);
-    let _ = KP;
+}
+
+/// `HEAD` with the viewer's headers (client IP through the trusted loopback proxy).
+async fn head(p: &support::proxy::Proxy, v: &Viewer, path_and_query: &str) -> u16 {
+    support::access::http_client(None)
+        .head(p.url(path_and_query))
+        .header("user-agent", &v.ua)
+        .header("x-forwarded-for", &v.ip)
+        .send()
+        .await
+        .expect("HEAD")
+        .status()
+        .as_u16()
+}
+
+/// The third hole: a new spelling of the same playlist URL (extra parameter,
+/// `Host` case, a re-encoded path character) gave a fresh Python-format counter with
+/// the same valid token. The canonical counter of SPEC §4 sees through all three.
+#[tokio::test]
+async fn playlist_count_is_not_evaded_by_respelling_the_url() {
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback("memory://").start(&file_url(dir.path()));
+    let v = Viewer::new(IP, CHROME);
+    v.admit(&p, "u1", PLAYLIST).await;
+    let signed = support::access::sign("u1", PLAYLIST);
+    let r = v.get(&p, &signed).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.as_ref(), PLAYLIST_BODY);
+    let respelled = signed.replace("/index.m3u8", "/%69ndex.m3u8");
+    assert_ne!(respelled, signed);
+    for (viewer, url) in [
+        (v.clone(), format!("{signed}&x=1")),
+        (v.clone(), signed.replace("uid=", "x=1&uid=")),
+        (
+            v.with_host(&p.addr.to_string().replace("127.0.0.1", "LOCALHOST")),
+            signed.clone(),
+        ),
+        (v.clone(), respelled),
+    ] {
+        viewer
+            .get(&p, &url)
+            .await
+            .assert_text(403, "Access Denied 100308 with uid:u1");
+    }
+}
+
+/// The last point: `HEAD` spent playlist counts. It is checked like a `GET`
+/// and spends nothing (SPEC §4).
+#[tokio::test]
+async fn head_of_a_playlist_spends_no_count() {
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback("memory://").start(&file_url(dir.path()));
+    let v = Viewer::new(IP, CHROME);
+    v.admit(&p, "u1", PLAYLIST).await;
+    let signed = support::access::sign("u1", PLAYLIST);
+    for _ in 0..3 {
+        assert_eq!(head(&p, &v, &signed).await, 200);
+    }
+    // Checked like a GET: no token → the same refusal.
+    assert_eq!(head(&p, &v, PLAYLIST).await, 400);
+    let r = v.get(&p, &signed).await;
+    assert_eq!(r.status, 200, "the HEADs spent the count: {}", r.text());
+    // Now a GET would be over the limit, and so is a HEAD.
+    assert_eq!(head(&p, &v, &signed).await, 403);
+    v.get(&p, &signed)
+        .await
+        .assert_text(403, "Access Denied 100308 with uid:u1");
+}
+
+/// `HEAD` of a key file under key protection: checked like a `GET`, spends no key use
+/// (SPEC §10).
+#[tokio::test]
+async fn head_of_a_key_file_spends_no_key_use() {
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail("[protect]\nkey_protection = true\n")
+        .start(&file_url(dir.path()));
+    let v = Viewer::new(IP, CHROME);
+    v.admit(&p, "u1", PLAYLIST).await;
+    let expires = (support::access::now() + 600).to_string();
+    let token = fileproxy::access::keyprotect::key_token(
+        support::proxy::SECRET.as_bytes(),
+        "u1",
+        KEY,
+        &expires,
+    );
+    let url = format!("{KEY}?uid=u1&expires={expires}&token={token}");
+    for _ in 0..3 {
+        assert_eq!(head(&p, &v, &url).await, 200);
+    }
+    assert_eq!(head(&p, &v, KEY).await, 403, "no token: refused like a GET");
+    let r = v.get(&p, &url).await;
+    assert_eq!(r.status, 200, "the HEADs spent the key use: {}", r.text());
+    assert_eq!(r.body.as_ref(), KEY_BODY);
+    assert_eq!(head(&p, &v, &url).await, 403);
+    v.get(&p, &url).await.assert_text(
+        403,
+        "Access Denied: Key file replay detected: maximum usage count exceeded",
+    );
 }

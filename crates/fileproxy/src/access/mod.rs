@@ -16,14 +16,14 @@
 //! | request | critical path | deferred ([`Pending`]) |
 //! |---|---|---|
 //! | skip-validation suffix | 0 | 0 |
-//! | fixed-whitelist IP | 0 (playlist: 1, the counter) | 0 |
+//! | fixed-whitelist IP | 0 (playlist: the two counters) | 0 |
 //! | refused by the whitelist | 1 | 0 |
 //! | `enc.key` with safe-key redirect | 1 | 0 |
 //! | **segment/key/other, session in the latest index (the common case)** | **1**: one `get_many` of the whitelist key(s) (IPv4: 1 key; IPv6: 1 + `ipv6_prefixes`) and the session keys | 3 (session CAS read + swap, one batch extending the index keys) |
 //! | with `uid`, its session not the latest | 2 (+ `session:{id}`) | 3 |
 //! | no session in our index, no `uid` | 2 (+ the whitelist uid's `ip_ua_session`), 3 when that finds a Python-created session | 0 or 3 |
 //! | no session, `uid` given (session created) | 1 | 1 (one batch of 4 sets) |
-//! | playlist (`.m3u8`) | as above + 1 (`incr_window`) | as above |
+//! | playlist (`.m3u8`) | as above + 2 (`incr_window` of the Python-format and the canonical counter, sent concurrently: 1 round trip of latency) | as above |
 //! | `POST /api/whitelist` | 2 per attempt (read + compare-and-set) + pair record (2 per attempt, + 1 delete on eviction) + 1 admission log | 0 |
 //! | key file under key protection | as above + 1 (`incr_window`) | as above |
 //! | `uid` + `token` with token replay on | as above + 1 (`incr_window`) | as above |
@@ -102,6 +102,9 @@ pub struct AccessRequest<'a> {
     pub session_cookie: Option<&'a str>,
     /// Current Unix time in seconds.
     pub now: u64,
+    /// A `HEAD` request: checked like a `GET`, but its playlist count, key use and
+    /// token use are read, not spent (SPEC §4, §10).
+    pub head: bool,
 }
 
 /// Why a request was refused (a metrics label; see [`DenyReason::as_str`]).
@@ -629,11 +632,18 @@ impl Policy {
             req.path,
             req.now,
         )?;
+        let counted = playlist::CountedRequest {
+            full_url: req.full_url,
+            path: req.path,
+            expires: req.expires.unwrap_or(""),
+            token: req.token.unwrap_or(""),
+            spend: !req.head,
+        };
         playlist::count_playlist_access(
             &*self.store,
             &self.limits,
             uid,
-            req.full_url,
+            &counted,
             ip,
             req.user_agent,
         )

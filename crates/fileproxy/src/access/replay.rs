@@ -43,20 +43,49 @@ pub(super) fn use_digest(token: &str, uid: &str, path: &str) -> String {
 
 /// Counts one use under `key` (atomically; the window starts at the first use) and
 /// refuses it with `over` past `max`; a store failure refuses with `on_store` (fail
-/// closed).
+/// closed). With `spend = false` (a `HEAD` request, SPEC §4 and §10) the counter is
+/// only read: the request is checked as the next use would be, and nothing is counted.
 pub(super) async fn count_capped<E>(
     store: &dyn Store,
     key: &str,
     max: u64,
     window: Duration,
+    spend: bool,
     on_store: fn(StoreError) -> E,
     over: impl FnOnce(WindowCount) -> E,
 ) -> Result<WindowCount, E> {
-    let wc = store.incr_window(key, window).await.map_err(on_store)?;
+    let wc = if spend {
+        store.incr_window(key, window).await.map_err(on_store)?
+    } else {
+        peek_window(store, key, max).await.map_err(on_store)?
+    };
     if wc.count > max {
         return Err(over(wc));
     }
     Ok(wc)
+}
+
+/// What [`Store::incr_window`] would answer for `key` now, without incrementing: the
+/// stored count plus one (the TTL is read only when that is past `max`, for the text).
+pub(super) async fn peek_window(
+    store: &dyn Store,
+    key: &str,
+    max: u64,
+) -> Result<WindowCount, StoreError> {
+    let current = match store.get(key).await? {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| StoreError::Malformed("counter is not an integer".into()))?,
+    };
+    let count = current.saturating_add(1);
+    let ttl = if count > max {
+        store.ttl(key).await?.unwrap_or_default()
+    } else {
+        Duration::ZERO
+    };
+    Ok(WindowCount { count, ttl })
 }
 
 /// Why a token use was refused.
@@ -94,7 +123,7 @@ pub fn ttl_secs(ttl: Duration) -> u64 {
 }
 
 /// Counts one use of (token, uid, path) and refuses it past `max`; a store failure
-/// refuses too (fail closed).
+/// refuses too (fail closed). `spend = false` checks without counting (`HEAD`).
 pub async fn count_token_use(
     store: &dyn Store,
     token: &str,
@@ -102,9 +131,10 @@ pub async fn count_token_use(
     path: &str,
     max: u64,
     window: Duration,
+    spend: bool,
 ) -> Result<WindowCount, ReplayDeny> {
     let key = replay_key(token, uid, path);
-    count_capped(store, &key, max, window, ReplayDeny::Store, |wc| {
+    count_capped(store, &key, max, window, spend, ReplayDeny::Store, |wc| {
         ReplayDeny::Exceeded {
             count: wc.count,
             max,
@@ -143,11 +173,11 @@ mod tests {
     async fn uses_are_limited_with_ttl() {
         let store = MemoryStore::new();
         let w = Duration::from_secs(9600);
-        let wc = count_token_use(&store, "t", "u", "/a/b.ts", 1, w)
+        let wc = count_token_use(&store, "t", "u", "/a/b.ts", 1, w, true)
             .await
             .unwrap();
         assert_eq!(wc.count, 1);
-        let e = count_token_use(&store, "t", "u", "a/b.ts", 1, w)
+        let e = count_token_use(&store, "t", "u", "a/b.ts", 1, w, true)
             .await
             .unwrap_err();
         let ReplayDeny::Exceeded { count, max, ttl_s } = e else {
