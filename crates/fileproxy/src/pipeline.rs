@@ -20,6 +20,7 @@ use crate::admin;
 
 use crate::app::{App, ConnInfo, Surface};
 use crate::config::Config;
+use crate::content_check;
 use crate::exchange::{Exchange, Refused, ViewerFacts};
 use crate::health;
 use crate::origin::{FetchClass, OriginError, OriginRequest};
@@ -141,6 +142,12 @@ pub(crate) async fn read_small_body(
 /// `POST /api/whitelist` (SPEC §3).
 async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
+    // The bearer key is checked before a byte of the body is read (SPEC §10).
+    if !app.policy.whitelist_key_ok(auth.as_deref()) {
+        let e = access::whitelist::AdmitError::Unauthorized;
+        tracing::info!(peer = %conn.peer, status = e.status(), "whitelist admission refused: API key");
+        return response::json(StatusCode::FORBIDDEN, &e.body());
+    }
     let body = match read_small_body(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -231,6 +238,7 @@ async fn proxy(
         }
     };
     let facts = ViewerFacts::from_allow(&allow);
+    let passed_playlist_checks = allow.playlist.is_some();
     let Allow {
         class,
         uid,
@@ -271,6 +279,7 @@ async fn proxy(
         uid,
         started,
         signing,
+        passed_playlist_checks,
     )
     .await;
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -294,6 +303,7 @@ async fn fetch_and_stream(
     uid: Option<String>,
     started: Instant,
     signing: Option<crate::protect::PlaylistSigning>,
+    passed_playlist_checks: bool,
 ) -> Response<Body> {
     let mut headers = HeaderMap::new();
     // A rewritten playlist is fetched whole: no range or conditional headers.
@@ -335,6 +345,8 @@ async fn fetch_and_stream(
     };
     let (mut parts, body) = resp.into_parts();
     filter_origin_headers(&mut parts.headers);
+    app.origin
+        .rewrite_redirect(parts.status, &mut parts.headers);
     if parts.status.as_u16() >= 400 {
         // Origin errors pass through with their status and an empty body.
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -353,6 +365,22 @@ async fn fetch_and_stream(
         );
         return Response::from_parts(parts, response::empty());
     }
+    // SPEC §10: playlist bytes reach only a request that passed the playlist checks.
+    let head = req.method() == Method::HEAD;
+    let body = match content_check::guard(&parts, body, passed_playlist_checks, head, || {
+        content_check::object_start(&app.origin, &raw_path, client_ip)
+    })
+    .await
+    {
+        Ok(b) => b,
+        Err(why) => {
+            tracing::warn!(path = %raw_path, %client_ip, why = why.as_str(), "content check: playlist content refused to a request that did not pass the playlist checks");
+            let mut r = response::text(StatusCode::FORBIDDEN, content_check::DENY_TEXT);
+            r.extensions_mut()
+                .insert(Refused(access::DenyReason::ContentClass));
+            return r;
+        }
+    };
     let body = match &signing {
         Some(s) if parts.status == StatusCode::OK => {
             let head = req.method() == Method::HEAD;

@@ -194,3 +194,131 @@ async fn head_of_a_key_file_spends_no_key_use() {
         "Access Denied: Key file replay detected: maximum usage count exceeded",
     );
 }
+
+/// A playlist body behind a path that is not `.m3u8` (an origin mapping `x.bak` to `x`)
+/// reaches only a request that passed the playlist checks (SPEC §10 content check),
+/// also when the viewer asks for a range that does not start at byte 0.
+#[tokio::test]
+async fn playlist_content_needs_the_playlist_checks_whatever_the_path() {
+    let origin = support::origin::TestOrigin::start().await;
+    origin.put("vod/abc/index.m3u8", PLAYLIST_BODY);
+    origin.put("vod/abc/seg0.ts", &b"\x47\x40\x11\x10 segment"[..]);
+    let p = ProxyConfig::trusting_loopback("memory://").start(&origin.url());
+    let v = Viewer::new(IP, CHROME);
+    v.admit(&p, "u1", "/sloppy/vod/abc/index.m3u8").await;
+    for (path, range) in [
+        ("/sloppy/vod/abc/index.m3u8.bak", None),
+        ("/sloppy/vod/abc/INDEX.M3U8.bak", None),
+        ("/sloppy/vod/abc/index.m3u8.bak", Some("bytes=0-3")),
+        ("/sloppy/vod/abc/index.m3u8.bak", Some("bytes=8-20")),
+    ] {
+        let extra: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
+        v.get_with(&p, path, &extra)
+            .await
+            .assert_text(403, "Access Denied 100021 content class");
+    }
+    assert!(
+        p.log_text().contains("content check"),
+        "a warning is logged"
+    );
+    // Ambiguous spellings never reach the sloppy origin at all.
+    v.get(&p, "/sloppy/vod/abc/index.m3u8/")
+        .await
+        .assert_text(400, "Bad Request: ambiguous path");
+    // Segments still flow (ranged ones too), and the signed playlist is served.
+    let r = v.get(&p, "/sloppy/vod/abc/seg0.ts").await;
+    assert_eq!((r.status, r.body.len()), (200, 12), "{}", r.text());
+    let r = v
+        .get_with(&p, "/sloppy/vod/abc/seg0.ts", &[("range", "bytes=4-7")])
+        .await;
+    assert_eq!((r.status, r.body.as_ref()), (206, &b" seg"[..]));
+    let r = v
+        .get(
+            &p,
+            &support::access::sign("u1", "/sloppy/vod/abc/index.m3u8"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.as_ref(), PLAYLIST_BODY);
+}
+
+/// An origin redirect pointing at the origin itself is rewritten to a path on
+/// FileProxy: the origin's address never reaches a viewer (SPEC §10).
+#[tokio::test]
+async fn origin_redirects_do_not_leak_the_origin_address() {
+    let origin = support::origin::TestOrigin::start().await;
+    origin.put("vod/abc/seg0.ts", &b"segment"[..]);
+    let p = ProxyConfig::trusting_loopback("memory://").start(&origin.url());
+    let v = Viewer::new(IP, CHROME);
+    v.admit(&p, "u1", "/redirect/vod/abc/index.m3u8").await;
+    let r = v.get(&p, "/redirect/vod/abc/seg0.ts").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("/files/vod/abc/seg0.ts")
+    );
+}
+
+/// `/health` with the store down carries no store error text (SPEC §10).
+#[tokio::test]
+async fn health_carries_no_store_error_text() {
+    let port = support::proxy::free_port();
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback(&format!("redis://127.0.0.1:{port}"))
+        .store("op_timeout_ms = 300")
+        .start(&file_url(dir.path()));
+    let (status, body) = support::access::health(&p).await;
+    assert_eq!(status, 503);
+    assert_eq!(body["store"]["reachable"], false);
+    let text = body.to_string();
+    for leak in [
+        port.to_string(),
+        "127.0.0.1".into(),
+        "refused".into(),
+        "os error".into(),
+    ] {
+        assert!(!text.contains(&leak), "{leak} in {text}");
+    }
+}
+
+/// Sends a request head announcing a body it never sends; returns the status line.
+async fn post_without_body(p: &support::proxy::Proxy, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(p.addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-key\r\n\
+         Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{{\"uid\""
+    );
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("answered before the body arrived")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The admission APIs check the bearer key before reading the body (SPEC §10): a
+/// wrong key is answered at once, not after waiting for (up to 64 KiB of) body.
+#[tokio::test]
+async fn admission_apis_check_the_key_before_the_body() {
+    let dir = media();
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .server("\nheader_read_timeout_s = 30")
+        .tail("[protect]\njs_whitelist = true\njs_whitelist_secret = \"js-secret-for-tests\"\n")
+        .start(&file_url(dir.path()));
+    for path in [
+        "/api/whitelist",
+        "/api/static-whitelist",
+        "/api/js-whitelist",
+    ] {
+        let line = post_without_body(&p, path).await;
+        assert!(line.starts_with("HTTP/1.1 403"), "{path}: {line}");
+    }
+}

@@ -144,11 +144,14 @@ pub enum DenyReason {
     TokenReplay,
     /// Token-use counter unreachable (fail closed).
     TokenReplayUnavailable,
+    /// The origin answered playlist content to a request that did not pass the
+    /// playlist checks (SPEC §10 content check, [`crate::content_check`]).
+    ContentClass,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 18] = [
         DenyReason::NoKeyPath,
         DenyReason::WhitelistNoEntry,
         DenyReason::WhitelistPathNotAdmitted,
@@ -166,6 +169,7 @@ impl DenyReason {
         DenyReason::KeyCountUnavailable,
         DenyReason::TokenReplay,
         DenyReason::TokenReplayUnavailable,
+        DenyReason::ContentClass,
     ];
 
     /// Stable snake_case name for metrics labels and logs.
@@ -188,6 +192,7 @@ impl DenyReason {
             DenyReason::KeyCountUnavailable => "key_count_unavailable",
             DenyReason::TokenReplay => "token_replay",
             DenyReason::TokenReplayUnavailable => "token_replay_unavailable",
+            DenyReason::ContentClass => "content_class",
         }
     }
 

@@ -103,6 +103,12 @@ pub async fn route(app: &Arc<App>, conn: &ConnInfo, req: Request<Incoming>) -> R
 /// `POST /api/static-whitelist`.
 async fn static_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
+    // The bearer key is checked before a byte of the body is read (SPEC §10).
+    if !app.policy.whitelist_key_ok(auth.as_deref()) {
+        let e = crate::access::whitelist::AdmitError::Unauthorized;
+        tracing::info!(peer = %conn.peer, status = e.status(), "static admission refused: API key");
+        return response::json(StatusCode::FORBIDDEN, &e.body());
+    }
     let body = match read_small_body(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -128,7 +134,13 @@ async fn js_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Res
     let auth = header_str(h, header::AUTHORIZATION).map(str::to_owned);
     let query = req.uri().query().unwrap_or("").to_string();
     let bearer = req.method() == Method::POST && auth.is_some();
-    let body = if req.method() == Method::POST {
+    // A POST by bearer key: the key is checked before a byte of the body is read.
+    if bearer && !app.policy.whitelist_key_ok(auth.as_deref()) {
+        let e = crate::access::js::JsError::Unauthorized;
+        tracing::info!(peer = %conn.peer, status = e.status(), "front-end admission refused: API key");
+        return response::json(StatusCode::FORBIDDEN, &e.body());
+    }
+    let body = if bearer {
         match read_small_body(app, req).await {
             Ok(b) => b,
             Err(r) => return r,

@@ -170,6 +170,23 @@ impl Origin {
         }
     }
 
+    /// Rewrites a redirect's `Location` that points at the origin into a path on
+    /// FileProxy (SPEC §10: the origin's address never reaches a viewer).
+    pub fn rewrite_redirect(&self, status: http::StatusCode, headers: &mut HeaderMap) {
+        if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            return;
+        }
+        let Origin::Http(o) = self else { return };
+        let local = headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| o.local_location(l))
+            .and_then(|l| http::HeaderValue::from_str(&l).ok());
+        if let Some(v) = local {
+            headers.insert(http::header::LOCATION, v);
+        }
+    }
+
     /// Pool figures for `/health` and metrics.
     pub fn pool_state(&self) -> PoolState {
         match self {
