@@ -625,6 +625,21 @@ mod tests {
         assert_eq!(parse_range(&hv("bytes=-5"), 0), Unsatisfiable);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any `Range` value a client can send: no panic, and a served range lies
+        /// inside the file.
+        #[test]
+        fn range_parser_never_panics(v in "(bytes|BYTES|items)?=?[0-9 ,-]{0,24}|\\PC{0,40}", size in proptest::prelude::any::<u64>()) {
+            if let Ok(hv) = HeaderValue::from_str(&v) {
+                if let RangeDecision::Partial { start, end } = parse_range(&hv, size) {
+                    proptest::prop_assert!(start <= end && end < size, "{v} of {size}: {start}-{end}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn sanitize_refuses_escapes() {
         for bad in [
