@@ -1,5 +1,6 @@
 //! `GET /health`: liveness and readiness — store reachability and round-trip latency,
-//! origin pool state, version. `503` when the store is down. Never any secret.
+//! origin pool state, version. `503` when the store is down. Never any secret, and
+//! never an error text of the store or the origin (a fixed word; details go to the log).
 
 use std::time::Duration;
 
@@ -17,12 +18,19 @@ pub async fn handle(app: &App) -> Response<Body> {
             "reachable": true,
             "latency_ms": latency.as_secs_f64() * 1000.0,
         }),
-        Ok(Err(e)) => serde_json::json!({
-            "kind": app.store.kind(), "reachable": false, "error": e.to_string(),
-        }),
-        Err(_) => serde_json::json!({
-            "kind": app.store.kind(), "reachable": false, "error": "ping timed out",
-        }),
+        // SPEC §10: no store or library text (addresses, messages) in the answer.
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health: store ping failed");
+            serde_json::json!({
+                "kind": app.store.kind(), "reachable": false, "error": "unavailable",
+            })
+        }
+        Err(_) => {
+            tracing::warn!(?timeout, "health: store ping timed out");
+            serde_json::json!({
+                "kind": app.store.kind(), "reachable": false, "error": "timeout",
+            })
+        }
     };
     let ok = store["reachable"].as_bool().unwrap_or(false);
     let body = serde_json::json!({

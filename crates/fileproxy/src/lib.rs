@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod content_check;
 pub mod ctx;
 pub mod exchange;
 pub mod health;

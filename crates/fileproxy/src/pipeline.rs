@@ -20,10 +20,12 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access::canonical_path::CanonicalPath;
 use crate::access::classify::FileClass;
 use crate::access::{cors, query, AccessRequest, Allow, Decision, SessionOutcome};
 use crate::admin;
 use crate::app::{App, ConnInfo, Surface};
+use crate::content_check;
 use crate::ctx::{RequestCtx, ViewerFacts};
 use crate::health;
 use crate::metrics::Route;
@@ -104,9 +106,11 @@ async fn proxy(
         .await
         .map_err(|error| Failure::Origin {
             error,
-            path: viewer.raw_path.clone(),
+            path: viewer.origin_path.clone(),
         })?;
-    let mut resp = response_filter(app, ctx, answer, &viewer, signing).await?;
+    let passed_playlist_checks = allow.playlist.is_some();
+    let mut resp =
+        response_filter(app, ctx, answer, &viewer, signing, passed_playlist_checks).await?;
     if let Some(c) = allow
         .set_cookie
         .and_then(|c| HeaderValue::from_str(&c).ok())
@@ -116,13 +120,13 @@ async fn proxy(
     Ok(resp)
 }
 
-/// What the viewer asked for, parsed once (SPEC §2, §4).
+/// What the viewer asked for, parsed once (SPEC §2, §4, §10).
 #[derive(Debug)]
 struct ViewerRequest {
-    /// The path as sent (what the origin is asked for).
-    raw_path: String,
-    /// The percent-decoded path (what the policy classifies and checks).
-    decoded: String,
+    /// The one path the policy classifies and checks and the origin is asked for.
+    path: CanonicalPath,
+    /// [`CanonicalPath::origin_path`]: the canonical path re-encoded for the origin.
+    origin_path: String,
     /// `uid`, `expires`, `token` query parameters, decoded.
     uid: Option<String>,
     expires: Option<String>,
@@ -133,10 +137,11 @@ struct ViewerRequest {
     session_cookie: Option<String>,
 }
 
-/// Phase 1: parse the path (refusing what no origin should see), query and cookie.
+/// Phase 1: parse the path once (refusing, before any store or origin work, what is
+/// ambiguous or no origin should see), the query and the cookie.
 fn request_filter(ctx: &RequestCtx, req: &Request<Incoming>) -> Result<ViewerRequest, Failure> {
     let raw_path = req.uri().path().to_string();
-    let decoded = decode_path(&raw_path).map_err(|why| Failure::BadPath {
+    let path = CanonicalPath::parse(&raw_path).map_err(|why| Failure::BadPath {
         path: raw_path.clone(),
         why,
     })?;
@@ -158,8 +163,8 @@ fn request_filter(ctx: &RequestCtx, req: &Request<Incoming>) -> Result<ViewerReq
         uid: q.uid.map(|v| v.into_owned()),
         expires: q.expires.map(|v| v.into_owned()),
         token: q.token.map(|v| v.into_owned()),
-        raw_path,
-        decoded,
+        origin_path: path.origin_path(),
+        path,
         full_url,
         session_cookie,
     })
@@ -175,16 +180,17 @@ async fn access_filter(
     let areq = AccessRequest {
         client_ip: ctx.client_ip,
         user_agent: ctx.user_agent(),
-        path: &viewer.decoded,
+        path: viewer.path.as_str(),
         uid: viewer.uid.as_deref(),
         expires: viewer.expires.as_deref(),
         token: viewer.token.as_deref(),
         full_url: &viewer.full_url,
         session_cookie: viewer.session_cookie.as_deref(),
         now: unix_now(),
+        head: req.method() == Method::HEAD,
     };
     let decision = app.policy.decide(&areq).await;
-    let key_file = app.policy.is_protected_key(&viewer.decoded);
+    let key_file = app.policy.is_protected_key(viewer.path.as_str());
     app.protect
         .observe(&areq, &decision, key_file, req.method().as_str());
     let mut allow = match decision {
@@ -198,7 +204,7 @@ async fn access_filter(
                 status,
                 body,
                 reason,
-                path: viewer.decoded.clone(),
+                path: viewer.path.as_str().to_owned(),
             })
         }
         Decision::Redirect { location } => return Err(Failure::Redirect { location }),
@@ -246,14 +252,14 @@ fn upstream_request(
             headers.insert(name.clone(), v.clone());
         }
     }
-    ctx.origin_path = Some(viewer.raw_path.clone());
+    ctx.origin_path = Some(viewer.origin_path.clone());
     OriginRequest {
         method: if req.method() == Method::HEAD && !rewriting {
             Method::HEAD
         } else {
             Method::GET
         },
-        path: viewer.raw_path.clone(),
+        path: viewer.origin_path.clone(),
         headers,
         client_ip: ctx.client_ip,
         class: if class == FileClass::Playlist {
@@ -265,17 +271,22 @@ fn upstream_request(
 }
 
 /// Phase 5: the origin's answer made ours — hop-by-hop and CORS headers dropped,
-/// error statuses passed through with an empty body (SPEC §2 step 7), a key-protected
-/// playlist rewritten (SPEC §9), and a streamed body noted as a live transfer.
+/// redirects to the origin rewritten (SPEC §10), error statuses passed through with an
+/// empty body (SPEC §2 step 7), playlist content refused to a request that did not
+/// pass the playlist checks (SPEC §10 content check), a key-protected playlist
+/// rewritten (SPEC §9), and a streamed body noted as a live transfer.
 async fn response_filter(
     app: &Arc<App>,
     ctx: &mut RequestCtx,
     answer: Response<OriginBody>,
     viewer: &ViewerRequest,
     signing: Option<PlaylistSigning>,
+    passed_playlist_checks: bool,
 ) -> Result<Response<Body>, Failure> {
     let (mut parts, body) = answer.into_parts();
     filter_origin_headers(&mut parts.headers);
+    app.origin
+        .rewrite_redirect(parts.status, &mut parts.headers);
     if parts.status.as_u16() >= 400 {
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.remove(header::CONTENT_ENCODING);
@@ -286,24 +297,33 @@ async fn response_filter(
         app.protect.record_origin_status(
             ctx.client_ip,
             ctx.method.as_str(),
-            &viewer.raw_path,
+            &viewer.origin_path,
             ctx.uid(),
             parts.status.as_u16(),
             ctx.started,
         );
         return Ok(Response::from_parts(parts, response::empty()));
     }
+    let head = ctx.method == Method::HEAD;
+    let client_ip = ctx.client_ip;
+    let origin_path = &viewer.origin_path;
+    let body = content_check::guard(&parts, body, passed_playlist_checks, head, || {
+        content_check::object_start(&app.origin, origin_path, client_ip)
+    })
+    .await
+    .map_err(|why| Failure::ContentClass {
+        path: viewer.path.as_str().to_owned(),
+        why,
+    })?;
     let body = match &signing {
-        Some(s) if parts.status == StatusCode::OK => {
-            let head = ctx.method == Method::HEAD;
-            app.protect
-                .rewrite(&mut parts, body, s, &viewer.raw_path, head)
-                .await
-                .map_err(|error| Failure::Rewrite {
-                    error,
-                    path: viewer.raw_path.clone(),
-                })?
-        }
+        Some(s) if parts.status == StatusCode::OK => app
+            .protect
+            .rewrite(&mut parts, body, s, &viewer.origin_path, head)
+            .await
+            .map_err(|error| Failure::Rewrite {
+                error,
+                path: viewer.origin_path.clone(),
+            })?,
         _ => body,
     };
     // Cut when the uid is revoked (SPEC §13, `crate::viewer_controls`).
@@ -311,7 +331,7 @@ async fn response_filter(
     let body = crate::protect::transfers::CutBody::new(body, cut.clone()).boxed_unsync();
     ctx.live = Some(TransferMeta {
         method: ctx.method.to_string(),
-        path: viewer.raw_path.clone(),
+        path: viewer.origin_path.clone(),
         uid: ctx.uid().map(str::to_owned),
         client_ip: ctx.client_ip,
         status: parts.status.as_u16(),
@@ -349,22 +369,4 @@ fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
         }
         None => response::text(StatusCode::FORBIDDEN, "CORS origin not allowed"),
     }
-}
-
-/// Percent-decodes a request path and refuses paths no origin should see:
-/// invalid UTF-8, NUL, backslashes, `.`/`..` segments.
-pub fn decode_path(raw: &str) -> Result<String, &'static str> {
-    if !raw.starts_with('/') {
-        return Err("path must start with /");
-    }
-    let decoded = percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| "path is not valid UTF-8")?;
-    if decoded.contains('\0') || decoded.contains('\\') {
-        return Err("invalid character in path");
-    }
-    if decoded.split('/').any(|seg| seg == ".." || seg == ".") {
-        return Err("dot segments are not allowed");
-    }
-    Ok(decoded.into_owned())
 }

@@ -36,12 +36,7 @@ pub fn param<B>(req: &Request<B>, name: &str) -> Option<String> {
 
 /// The client address: the TCP peer, or what a trusted proxy says it forwarded for.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
-    client_ip::client_ip(
-        peer,
-        header_str(headers, "x-forwarded-for"),
-        header_str(headers, "x-real-ip"),
-        trusted,
-    )
+    client_ip::client_ip_from_headers(peer, headers, trusted)
 }
 
 /// Reads a request body of at most [`MAX_API_BODY`] bytes within the header-read

@@ -5,7 +5,9 @@
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
+use crate::access::canonical_path::PathError;
 use crate::access::{self, DenyReason};
+use crate::content_check;
 use crate::ctx::RequestCtx;
 use crate::origin::OriginError;
 use crate::protect::serve_playlist::PlaylistError;
@@ -14,12 +16,21 @@ use crate::response::{self, Body};
 /// Why the viewer flow stopped before streaming an origin answer.
 #[derive(Debug)]
 pub enum Failure {
-    /// The path cannot be asked of any origin (`400 Bad Request: <why>`).
+    /// The path is ambiguous or cannot be asked of any origin (`400 Bad Request: <why>`,
+    /// SPEC §10), refused before any store or origin work.
     BadPath {
         /// The path as sent.
         path: String,
         /// What is wrong with it.
-        why: &'static str,
+        why: PathError,
+    },
+    /// The origin answered playlist content to a request that did not pass the
+    /// playlist checks (SPEC §10 content check).
+    ContentClass {
+        /// The canonical path.
+        path: String,
+        /// What gave the content away.
+        why: content_check::Refusal,
     },
     /// The access policy refused the request (SPEC's exact texts).
     Deny {
@@ -58,8 +69,13 @@ impl Failure {
     pub fn into_response(self, ctx: &mut RequestCtx) -> Response<Body> {
         match self {
             Failure::BadPath { path, why } => {
-                tracing::info!(peer = %ctx.conn.peer, %path, why, "rejected malformed path");
-                response::text(StatusCode::BAD_REQUEST, format!("Bad Request: {why}"))
+                tracing::info!(peer = %ctx.conn.peer, %path, %why, "rejected malformed path");
+                response::text(StatusCode::BAD_REQUEST, why.text())
+            }
+            Failure::ContentClass { path, why } => {
+                tracing::warn!(%path, client_ip = %ctx.client_ip, why = why.as_str(), "content check: playlist content refused to a request that did not pass the playlist checks");
+                ctx.refused = Some(DenyReason::ContentClass);
+                response::text(StatusCode::FORBIDDEN, content_check::DENY_TEXT)
             }
             Failure::Deny {
                 status,

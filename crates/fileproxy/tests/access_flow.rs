@@ -478,6 +478,7 @@ async fn playlist_errors(kind: Kind) {
         .get(&p, &format!("{path}?uid=u1&expires={e}&token={hex}"))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, v.playlist_body);
     // The suffix is matched case-insensitively and after percent-decoding: these are
     // playlists too and cannot skip the playlist checks.
     for disguised in [
@@ -499,10 +500,8 @@ async fn playlist_errors(kind: Kind) {
         .await
         .assert_text(403, &limit_text(odd_uid));
 
-    // The good URL: allowed once, then over the limit.
-    let r = viewer.get(&p, &good).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.body, v.playlist_body);
+    // The good URL carries the same token bytes as the hex form used above, so the
+    // canonical counter (SPEC §4) has spent its one use already: over the limit.
     viewer
         .get(&p, &good)
         .await
@@ -776,9 +775,15 @@ async fn forwarded_for_trust(kind: Kind) {
     assert_eq!(get(&lo2, &p1, &xff).await, 403);
     assert_eq!(get(&lo2, &p1, &xri).await, 403);
 
-    // A trusted peer is believed: first X-Forwarded-For entry, else X-Real-IP.
+    // A trusted peer is believed: its X-Forwarded-For chain, else X-Real-IP.
+    // The rightmost address that is not a trusted proxy is the client (SPEC §2 step
+    // 1): whatever the viewer wrote to its left is never believed.
     assert_eq!(
         get(&lo1, &p1, &[("x-forwarded-for", "198.51.100.7, 10.9.9.9")]).await,
+        403
+    );
+    assert_eq!(
+        get(&lo1, &p1, &[("x-forwarded-for", "10.9.9.9, 198.51.100.7")]).await,
         200
     );
     assert_eq!(env.origin_saw_xff(), "198.51.100.7");
@@ -993,8 +998,9 @@ async fn playlist_limits(kind: Kind) {
         out
     }
     let ip = "198.51.100.7";
-    // The counter is per (uid, full URL, IP), whatever the UA: a Host per viewer
-    // keeps their counters apart.
+    // The counters are per (uid, URL or signed path + expires + token, IP), whatever
+    // the UA: another Host alone no longer keeps counters apart (SPEC §4), so each
+    // viewer gets its own signed URL (another `expires`) and its own Host.
     let chrome = Viewer::new(ip, CHROME).with_host("video.example");
     let firefox = Viewer::new(ip, FIREFOX).with_host("ff.example");
     let curl = Viewer::new(ip, CURL).with_host("curl.example");
@@ -1003,30 +1009,36 @@ async fn playlist_limits(kind: Kind) {
     for viewer in [&chrome, &firefox, &curl, &android, &odd] {
         viewer.admit(&p, "u1", &v.playlist).await;
     }
-    let url = sign("u1", &v.playlist);
+    let base = now() + 3600;
+    let urls: Vec<String> = (0..5)
+        .map(|i| sign_expiring_at("u1", &v.playlist, base + i))
+        .collect();
 
     // desktop_browser limit 2: the third request is denied.
-    assert_eq!(fetch_n(&p, &chrome, &url, 3).await, [200, 200, 403]);
+    assert_eq!(fetch_n(&p, &chrome, &urls[0], 3).await, [200, 200, 403]);
     // firefox (a desktop browser) has its own limit 3.
-    assert_eq!(fetch_n(&p, &firefox, &url, 4).await, [200, 200, 200, 403]);
+    assert_eq!(
+        fetch_n(&p, &firefox, &urls[1], 4).await,
+        [200, 200, 200, 403]
+    );
     // download tools and mobile browsers keep the default limit 1.
-    assert_eq!(fetch_n(&p, &curl, &url, 2).await, [200, 403]);
-    assert_eq!(fetch_n(&p, &android, &url, 2).await, [200, 403]);
+    assert_eq!(fetch_n(&p, &curl, &urls[2], 2).await, [200, 403]);
+    assert_eq!(fetch_n(&p, &android, &urls[3], 2).await, [200, 403]);
 
     // The counter's window is the class's: desktop 111 s.
     if let Some(redis) = &env.redis {
-        let key = count_key("u1", &format!("http://video.example{url}"), ip);
+        let key = count_key("u1", &format!("http://video.example{}", urls[0]), ip);
         assert_eq!(redis.cli(&["GET", &key]), "3");
         let ttl: i64 = redis.cli(&["TTL", &key]).parse().unwrap();
         assert!(ttl > 60 && ttl <= 111, "window TTL {ttl}");
     }
 
     // unknown: limit 1 in a 1 s window; once the window has passed, allowed again.
-    assert_eq!(fetch_n(&p, &odd, &url, 2).await, [200, 403]);
+    assert_eq!(fetch_n(&p, &odd, &urls[4], 2).await, [200, 403]);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(fetch_n(&p, &odd, &url, 2).await, [200, 403]);
+    assert_eq!(fetch_n(&p, &odd, &urls[4], 2).await, [200, 403]);
     // The desktop window (111 s) has not passed: still denied.
-    assert_eq!(fetch_n(&p, &chrome, &url, 1).await, [403]);
+    assert_eq!(fetch_n(&p, &chrome, &urls[0], 1).await, [403]);
 }
 
 mod redis_only {

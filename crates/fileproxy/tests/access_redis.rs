@@ -137,6 +137,7 @@ async fn decide(p: &Policy, ip: &str, path: &str, signed_uid: Option<&str>) -> D
         full_url: &url,
         session_cookie: None,
         now: NOW,
+        head: false,
     };
     let d = p.decide(&req).await;
     if let Decision::Allow(a) = &d {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::origin::TestOrigin;
-use support::proxy::{Proxy, ADMIN_TOKEN, WL_KEY};
+use support::proxy::{Proxy, WL_KEY};
 
 fn chromium() -> Option<PathBuf> {
     let p = std::env::var_os("CHROMIUM")
@@ -64,7 +64,14 @@ async fn monitor_page_draws_live_charts() {
 
     let origin = TestOrigin::start().await;
     origin.put("ka/index.m3u8", "#EXTM3U\n");
-    let p = Proxy::start(&origin.url(), "", "");
+    // The page is opened on the admin listener: the main listener takes the admin
+    // token only as a bearer header, never from the URL (SPEC §10).
+    let admin_port = support::proxy::free_port();
+    let p = Proxy::start(
+        &origin.url(),
+        &format!("admin_listen = \"127.0.0.1:{admin_port}\""),
+        "",
+    );
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
     let ua = "Mozilla/5.0 (X11; Linux x86_64) MonitorTest/1.0";
     let r = c
@@ -112,7 +119,7 @@ async fn monitor_page_draws_live_charts() {
     std::fs::create_dir_all(&out_dir).unwrap();
     let shot = out_dir.join("monitor.png");
     let _ = std::fs::remove_file(&shot);
-    let url = p.url(&format!("/monitor?token={ADMIN_TOKEN}"));
+    let url = format!("http://127.0.0.1:{admin_port}/monitor");
     let run = tokio::process::Command::new("node")
         .arg("monitor.mjs")
         .arg(&url)

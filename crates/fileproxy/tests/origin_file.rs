@@ -365,7 +365,6 @@ async fn missing_files_and_directories_are_404() {
     for path in [
         "/media/demo/nope.ts",
         "/media/demo",
-        "/media/demo/",
         "/",
         "/media/demo/seg0.ts/x",
     ] {
@@ -449,6 +448,12 @@ async fn traversal_attempts_are_refused() {
         "/media\\..\\..\\secret.txt",
         "/media%5c..%5c..%5csecret.txt",
         "/media/demo/seg0.ts%00.png",
+        // Ambiguous spellings are refused, never normalised (SPEC §10).
+        "/media/demo/",
+        "/media/demo/index.m3u8/",
+        "/media/demo//enc.key",
+        "/media/demo/index.m3u8;.ts",
+        "/media%2Fdemo/enc.key",
     ] {
         let err = f
             .origin

@@ -403,16 +403,18 @@ async fn ffmpeg_plays_the_protected_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_replay_limit_holds_across_two_processes_on_one_redis() {
     let redis = RedisServer::start();
+    // The §4 playlist counters allow more uses here, so only the replay counter,
+    // shared in Redis, can refuse the second use.
     let cfg = format!(
-        "[store]\nurl = \"{}\"\n[protect]\ntoken_replay = true\n",
+        "[store]\nurl = \"{}\"\n[protect]\ntoken_replay = true\n\
+         [auth.playlist_limits]\nunknown = {{ limit = 10, window_s = 60 }}\n\
+         desktop_browser = {{ limit = 10, window_s = 60 }}\n",
         redis.url()
     );
     let a = Proxy::start(&sample_origin(), "", &cfg);
     let b = Proxy::start(&sample_origin(), "", &cfg);
     admit(&a, "u1", "/media/demo/index.m3u8", "127.0.0.1", UA).await;
     let url = signed(&a, "u1", "/media/demo/index.m3u8");
-    // The §4 playlist counter differs per Host (another port), so only the replay
-    // counter, shared in Redis, can refuse the second use.
     let (s, _, _) = get(&a, &url).await;
     assert_eq!(s, 200);
     let (s, _, body) = get(&b, &url).await;

@@ -77,11 +77,15 @@ fn is_port_suffix(s: &str) -> bool {
     }
 }
 
-/// The client IP of a request (SPEC §2 step 1).
+/// The client IP of a request (SPEC §2 step 1), nginx `real_ip_recursive on`.
 ///
-/// `x_forwarded_for` (its first entry) and then `x_real_ip` are believed only when
-/// `peer` is a trusted proxy; a missing or malformed value falls back to the next
-/// source and finally to the peer.
+/// Only when `peer` is a trusted proxy: `x_forwarded_for` (every header line, joined
+/// in order with `,`) is walked from the right, skipping addresses that are
+/// themselves trusted proxies; the first other address is the client. A proxy appends
+/// the address it saw, so whatever a viewer wrote into the header stays to the left of
+/// it and is never believed. No usable entry (absent, all trusted, or the first
+/// untrusted one malformed) → `x_real_ip` → the peer. An untrusted peer's headers
+/// are ignored.
 pub fn client_ip(
     peer: IpAddr,
     x_forwarded_for: Option<&str>,
@@ -92,16 +96,48 @@ pub fn client_ip(
     if !trusted.contains(peer) {
         return peer;
     }
-    if let Some(ip) = x_forwarded_for
-        .and_then(|v| v.split(',').next())
-        .and_then(parse_forwarded_ip)
-    {
+    if let Some(ip) = x_forwarded_for.and_then(|v| rightmost_untrusted(v, trusted)) {
         return ip;
     }
     if let Some(ip) = x_real_ip.and_then(parse_forwarded_ip) {
         return ip;
     }
     peer
+}
+
+/// The first address from the right of an `X-Forwarded-For` chain that is not a
+/// trusted proxy; `None` when there is none or it is malformed (empty items skipped).
+fn rightmost_untrusted(chain: &str, trusted: &TrustedProxies) -> Option<IpAddr> {
+    for item in chain.rsplit(',') {
+        if item.trim().is_empty() {
+            continue;
+        }
+        let ip = parse_forwarded_ip(item)?;
+        if !trusted.contains(ip) {
+            return Some(ip);
+        }
+    }
+    None
+}
+
+/// [`client_ip`] over a request's headers: all `X-Forwarded-For` lines joined in
+/// order, the first `X-Real-IP` (values that are not visible ASCII are ignored).
+pub fn client_ip_from_headers(
+    peer: IpAddr,
+    headers: &http::HeaderMap,
+    trusted: &TrustedProxies,
+) -> IpAddr {
+    if !trusted.contains(peer) {
+        return canonical_ip(peer);
+    }
+    let lines: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let xff = (!lines.is_empty()).then(|| lines.join(","));
+    let real = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    client_ip(peer, xff.as_deref(), real, trusted)
 }
 
 #[cfg(test)]
@@ -128,12 +164,35 @@ mod tests {
     }
 
     #[test]
-    fn trusted_peer_uses_first_xff_then_real_ip() {
+    fn trusted_peer_walks_xff_from_the_right_then_real_ip() {
         let t = TrustedProxies::new(&["10.0.0.0/8", "::1"]);
         let p = ip("10.1.2.3");
         assert_eq!(
             client_ip(p, Some(" 1.2.3.4 , 10.1.1.1"), Some("5.6.7.8"), &t),
             ip("1.2.3.4")
+        );
+        // A viewer writing an admitted address in front of its own gains nothing.
+        assert_eq!(
+            client_ip(p, Some("180.98.66.2, 9.9.9.9"), None, &t),
+            ip("9.9.9.9")
+        );
+        assert_eq!(
+            client_ip(
+                p,
+                Some("180.98.66.2, 9.9.9.9, 10.0.0.7,, 10.0.0.8"),
+                None,
+                &t
+            ),
+            ip("9.9.9.9")
+        );
+        // Only trusted entries, or a malformed first untrusted one: X-Real-IP, peer.
+        assert_eq!(
+            client_ip(p, Some("10.0.0.7, 10.0.0.8"), Some("5.6.7.8"), &t),
+            ip("5.6.7.8")
+        );
+        assert_eq!(
+            client_ip(p, Some("1.2.3.4, unknown, 10.0.0.8"), None, &t),
+            p
         );
         assert_eq!(client_ip(p, None, Some("5.6.7.8"), &t), ip("5.6.7.8"));
         assert_eq!(
@@ -180,7 +239,50 @@ mod tests {
         assert_eq!(canonical_ip(ip("::1")), ip("::1"));
     }
 
+    #[test]
+    fn every_header_line_is_read_in_order() {
+        let t = TrustedProxies::new(&["10.0.0.0/8"]);
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "180.98.66.2".parse().unwrap());
+        h.append("x-forwarded-for", "9.9.9.9, 10.0.0.5".parse().unwrap());
+        h.append("x-real-ip", "5.6.7.8".parse().unwrap());
+        assert_eq!(
+            client_ip_from_headers(ip("10.1.1.1"), &h, &t),
+            ip("9.9.9.9")
+        );
+        assert_eq!(
+            client_ip_from_headers(ip("8.8.8.8"), &h, &t),
+            ip("8.8.8.8"),
+            "an untrusted peer's headers are ignored"
+        );
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "10.0.0.9".parse().unwrap());
+        assert_eq!(
+            client_ip_from_headers(ip("10.1.1.1"), &h, &t),
+            ip("1.1.1.1")
+        );
+        let h = http::HeaderMap::new();
+        assert_eq!(
+            client_ip_from_headers(ip("::ffff:10.1.1.1"), &h, &t),
+            ip("10.1.1.1")
+        );
+    }
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever a viewer writes in front of the address the trusted proxy appended,
+        /// the client is that appended address.
+        #[test]
+        fn forged_prefix_is_never_believed(forged in "[0-9a-f.:, \\[\\]]{0,60}", a in any::<u32>()) {
+            let t = TrustedProxies::new(&["10.0.0.0/8"]);
+            let viewer = IpAddr::V4(a.into());
+            prop_assume!(!t.contains(viewer));
+            let chain = format!("{forged},{viewer}, 10.0.0.1");
+            prop_assert_eq!(client_ip(ip("10.0.0.2"), Some(&chain), None, &t), viewer);
+        }
+
         #[test]
         fn never_panics_and_untrusted_is_peer(xff in "\\PC{0,40}", real in "\\PC{0,40}", a in any::<u32>()) {
             let peer = IpAddr::V4(a.into());

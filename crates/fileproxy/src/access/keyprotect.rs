@@ -57,7 +57,7 @@ impl KeyDeny {
             KeyDeny::MissingExpires => (403, MISSING_EXPIRES_TEXT),
             KeyDeny::BadToken(_) => (403, BAD_TOKEN_TEXT),
             KeyDeny::Replay { .. } => (403, REPLAY_TEXT),
-            KeyDeny::Store(_) => (503, super::playlist::COUNT_UNAVAILABLE_TEXT),
+            KeyDeny::Store(_) => (503, super::counting::COUNT_UNAVAILABLE_TEXT),
         }
     }
 }
@@ -101,7 +101,8 @@ pub fn key_use_key(token: &str, uid: &str, path: &str) -> String {
 }
 
 /// Counts one use of a key token (atomically; the window starts at the first use) and
-/// refuses it past `max`. A store failure refuses too (fail closed).
+/// refuses it past `max`. A store failure refuses too (fail closed). `spend = false`
+/// (a `HEAD` of the key file, SPEC §10) checks it like a `GET` and spends no use.
 pub async fn count_key_use(
     store: &dyn Store,
     token: &str,
@@ -109,9 +110,10 @@ pub async fn count_key_use(
     path: &str,
     max: u64,
     window: Duration,
+    spend: bool,
 ) -> Result<WindowCount, KeyDeny> {
     let key = key_use_key(token, uid, path);
-    count_capped(store, &key, max, window, KeyDeny::Store, |wc| {
+    count_capped(store, &key, max, window, spend, KeyDeny::Store, |wc| {
         KeyDeny::Replay {
             count: wc.count,
             max,
@@ -178,33 +180,56 @@ mod tests {
         let store = MemoryStore::new();
         let w = Duration::from_secs(60);
         assert_eq!(
-            count_key_use(&store, "t", "u", "a/k.key", 2, w)
+            count_key_use(&store, "t", "u", "a/k.key", 2, w, true)
                 .await
                 .unwrap()
                 .count,
             1
         );
         assert_eq!(
-            count_key_use(&store, "t", "u", "a/k.key", 2, w)
+            count_key_use(&store, "t", "u", "a/k.key", 2, w, true)
                 .await
                 .unwrap()
                 .count,
             2
         );
-        let e = count_key_use(&store, "t", "u", "a/k.key", 2, w)
+        let e = count_key_use(&store, "t", "u", "a/k.key", 2, w, true)
             .await
             .unwrap_err();
         assert!(matches!(e, KeyDeny::Replay { count: 3, max: 2 }));
         // Another uid, path or token has its own counter.
-        assert!(count_key_use(&store, "t", "v", "a/k.key", 1, w)
+        assert!(count_key_use(&store, "t", "v", "a/k.key", 1, w, true)
             .await
             .is_ok());
-        assert!(count_key_use(&store, "t", "u", "b/k.key", 1, w)
+        assert!(count_key_use(&store, "t", "u", "b/k.key", 1, w, true)
             .await
             .is_ok());
-        assert!(count_key_use(&store, "t2", "u", "a/k.key", 1, w)
+        assert!(count_key_use(&store, "t2", "u", "a/k.key", 1, w, true)
             .await
             .is_ok());
+    }
+
+    #[tokio::test]
+    async fn head_checks_like_get_and_spends_nothing() {
+        let store = MemoryStore::new();
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            let wc = count_key_use(&store, "t", "u", "a/k.key", 1, w, false)
+                .await
+                .unwrap();
+            assert_eq!(wc.count, 1, "a HEAD sees the use a GET would make");
+        }
+        count_key_use(&store, "t", "u", "a/k.key", 1, w, true)
+            .await
+            .unwrap();
+        let e = count_key_use(&store, "t", "u", "a/k.key", 1, w, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, KeyDeny::Replay { count: 2, max: 1 }));
+        assert_eq!(
+            store.get(&key_use_key("t", "u", "a/k.key")).await.unwrap(),
+            Some("1".into())
+        );
     }
 
     proptest! {

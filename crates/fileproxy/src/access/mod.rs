@@ -16,14 +16,14 @@
 //! | request | critical path | deferred ([`Pending`]) |
 //! |---|---|---|
 //! | skip-validation suffix | 0 | 0 |
-//! | fixed-whitelist IP | 0 (playlist: 1, the counter) | 0 |
+//! | fixed-whitelist IP | 0 (playlist: the two counters) | 0 |
 //! | refused by the whitelist | 1 | 0 |
 //! | `enc.key` with safe-key redirect | 1 | 0 |
 //! | **segment/key/other, session in the latest index (the common case)** | **1**: one `get_many` of the whitelist key(s) (IPv4: 1 key; IPv6: 1 + `ipv6_prefixes`) and the session keys | 3 (session CAS read + swap, one batch extending the index keys) |
 //! | with `uid`, its session not the latest | 2 (+ `session:{id}`) | 3 |
 //! | no session in our index, no `uid` | 2 (+ the whitelist uid's `ip_ua_session`), 3 when that finds a Python-created session | 0 or 3 |
 //! | no session, `uid` given (session created) | 1 | 2 (one batch of 4 sets, then the uid's session index) |
-//! | playlist (`.m3u8`) | as above + 1 (`incr_window`) | as above |
+//! | playlist (`.m3u8`) | as above + 2 (`incr_window` of the Python-format and the canonical counter, sent concurrently: 1 round trip of latency) | as above |
 //! | `POST /api/whitelist` | 2 per attempt (read + compare-and-set) + pair record (2 per attempt, + 1 delete on eviction) + 1 read of the revocation feed (+ a write and a bump when it lifts a mark) + 1 admission log | 0 |
 //! | key file under key protection | as above + 1 (`incr_window`) | as above |
 //! | `uid` + `token` with token replay on | as above + 1 (`incr_window`) | as above |
@@ -44,11 +44,13 @@
 //! latency). A created session also records its id in `uid_sessions:{uid}` (one
 //! `push_capped` after the creation batch) so `POST /api/revoke` finds it without a scan.
 
+pub mod canonical_path;
 pub mod classify;
 pub mod client_ip;
 pub mod compat;
 pub mod controls;
 pub mod cors;
+pub mod counting;
 mod fallback;
 pub mod grace;
 pub mod js;
@@ -100,7 +102,7 @@ pub const STORE_UNAVAILABLE_TEXT: &str = playlist::COUNT_UNAVAILABLE_TEXT;
 /// One viewer request as the policy sees it (the HTTP layer fills it in).
 #[derive(Debug, Clone, Copy)]
 pub struct AccessRequest<'a> {
-    /// The client IP, already resolved with [`client_ip::client_ip`].
+    /// The client IP, already resolved with [`client_ip::client_ip_from_headers`].
     pub client_ip: IpAddr,
     /// The `User-Agent` header (empty when absent).
     pub user_agent: &'a str,
@@ -118,6 +120,9 @@ pub struct AccessRequest<'a> {
     pub session_cookie: Option<&'a str>,
     /// Current Unix time in seconds.
     pub now: u64,
+    /// A `HEAD` request: checked like a `GET`, but its playlist count, key use and
+    /// token use are read, not spent (SPEC §4, §10).
+    pub head: bool,
 }
 
 /// Why a request was refused (a metrics label; see [`DenyReason::as_str`]).
@@ -163,11 +168,14 @@ pub enum DenyReason {
     Revoked,
     /// The uid is past `limits.uid_quota_bytes` in this window (§13).
     QuotaExceeded,
+    /// The origin answered playlist content to a request that did not pass the
+    /// playlist checks (SPEC §10 content check, the `content_check` module).
+    ContentClass,
 }
 
 impl DenyReason {
     /// Every reason, in declaration order.
-    pub const ALL: [DenyReason; 20] = [
+    pub const ALL: [DenyReason; 21] = [
         DenyReason::NoKeyPath,
         DenyReason::WhitelistNoEntry,
         DenyReason::WhitelistPathNotAdmitted,
@@ -188,6 +196,7 @@ impl DenyReason {
         DenyReason::StreamLimit,
         DenyReason::Revoked,
         DenyReason::QuotaExceeded,
+        DenyReason::ContentClass,
     ];
 
     /// Stable snake_case name for metrics labels and logs.
@@ -213,6 +222,7 @@ impl DenyReason {
             DenyReason::StreamLimit => "stream_limit",
             DenyReason::Revoked => "revoked",
             DenyReason::QuotaExceeded => "quota_exceeded",
+            DenyReason::ContentClass => "content_class",
         }
     }
 
@@ -676,11 +686,18 @@ impl Policy {
             req.path,
             req.now,
         )?;
+        let counted = playlist::CountedRequest {
+            full_url: req.full_url,
+            path: req.path,
+            expires: req.expires.unwrap_or(""),
+            token: req.token.unwrap_or(""),
+            spend: !req.head,
+        };
         playlist::count_playlist_access(
             &*self.store,
             &self.limits,
             uid,
-            req.full_url,
+            &counted,
             ip,
             req.user_agent,
         )

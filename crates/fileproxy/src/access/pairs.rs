@@ -4,7 +4,8 @@
 //! created_at, last_updated}]` (TTL reset on each admission). Re-admitting a pair
 //! refreshes its `last_updated`; a new pair beyond `max_pairs_per_uid` evicts the
 //! least recently admitted pair, whose whitelist entries (`ip_cidr_access` and
-//! `static_file_access` of that network and UA hash) are deleted.
+//! `static_file_access` of that network and UA hash) are deleted — only those that
+//! still belong to this uid (SPEC §10: an entry belongs to its latest admission's uid).
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use serde_json::{Map, Value};
 use super::compat;
 use super::network::whitelist_key;
 use super::static_file::static_key;
-use crate::store::{update_json, Store, StoreError, Write};
+use crate::store::{update_json, Store, StoreError};
 
 /// `uid_ua_ip_pairs:{uid}`.
 pub fn pairs_key(uid: &str) -> String {
@@ -127,8 +128,51 @@ pub struct PairInfo {
     pub evicted: Vec<String>,
 }
 
+/// The uid an entry (`ip_cidr_access`, `static_file_access`) belongs to: the uid of
+/// its latest admission (a JSON string or number, as either version writes it).
+fn entry_uid(raw: &str) -> Option<String> {
+    match serde_json::from_str::<Value>(raw).ok()?.get("uid")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Removes those of `keys` whose entry still belongs to `uid` (SPEC §10): another uid
+/// admitted behind the same NAT and UA since then owns the entry now, and keeps it.
+/// Each removal is conditional and atomic — a compare-and-set of the value read to an
+/// empty tombstone (no entry parses from it) with a 1 ms TTL — so an admission landing
+/// in between is never lost. Returns how many.
+async fn remove_owned_entries(
+    store: &dyn Store,
+    uid: &str,
+    keys: &[String],
+) -> Result<usize, StoreError> {
+    let values = store.get_many(keys).await?;
+    let mut removed = 0;
+    for (key, value) in keys.iter().zip(values) {
+        let Some(raw) = value else { continue };
+        if entry_uid(&raw).as_deref() != Some(uid) {
+            tracing::debug!(key, "evicted pair's entry belongs to another uid now: kept");
+            continue;
+        }
+        if store
+            .compare_and_set(key, Some(&raw), "", EXPIRE_NOW)
+            .await?
+        {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The TTL of the tombstone that retires an entry (the trait has no conditional
+/// delete; both backends drop it 1 ms later, and it reads as no entry until then).
+const EXPIRE_NOW: Duration = Duration::from_millis(1);
+
 /// Records an admission of (net, ua_hash) for `uid` (compare-and-set loop, so
-/// concurrent admissions all land), then deletes the entries of evicted pairs.
+/// concurrent admissions all land), then removes the entries of evicted pairs that
+/// still belong to `uid`.
 pub async fn record_pair(
     store: &dyn Store,
     uid: &str,
@@ -149,16 +193,13 @@ pub async fn record_pair(
     .await?;
     let (count, evicted) =
         outcome.ok_or_else(|| StoreError::Malformed("pair list not serialisable".into()))?;
-    let deletes: Vec<Write> = evicted
-        .iter()
-        .flat_map(PairRecord::entry_keys)
-        .map(|key| Write::Delete { key })
-        .collect();
-    if !deletes.is_empty() {
-        store.write(&deletes).await?;
+    let keys: Vec<String> = evicted.iter().flat_map(PairRecord::entry_keys).collect();
+    if !keys.is_empty() {
+        let removed = remove_owned_entries(store, uid, &keys).await?;
         tracing::info!(
             uid,
             evicted = ?evicted.iter().map(|p| p.pair_id.as_str()).collect::<Vec<_>>(),
+            removed,
             "per-uid pair cap: evicted the least recently admitted pairs"
         );
     }
@@ -237,7 +278,7 @@ mod tests {
             static_key(&old, "aaaa0000"),
         ];
         for k in &keys {
-            store.set(k, "{}", ttl).await.unwrap();
+            store.set(k, r#"{"uid": "u"}"#, ttl).await.unwrap();
         }
         let a = record_pair(&store, "u", &old, "aaaa0000", 1, 2, ttl)
             .await
@@ -252,11 +293,42 @@ mod tests {
         assert_eq!(c.evicted, ["10.0.1.0/24:aaaa0000"]);
         assert_eq!(c.count, 2);
         for k in &keys {
-            assert_eq!(store.get(k).await.unwrap(), None, "{k}");
+            let v = store.get(k).await.unwrap();
+            assert!(v.is_none() || v.as_deref() == Some(""), "{k}: {v:?}");
         }
         let raw = store.get(&pairs_key("u")).await.unwrap().unwrap();
         assert_eq!(parse_pairs(&raw).len(), 2);
         assert!(store.ttl(&pairs_key("u")).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn eviction_keeps_entries_another_uid_owns_now() {
+        let store = MemoryStore::new();
+        let ttl = Duration::from_secs(60);
+        let nat = net("10.0.1.0/24");
+        let wl = whitelist_key(&nat, "aaaa0000");
+        let st = static_key(&nat, "aaaa0000");
+        record_pair(&store, "u", &nat, "aaaa0000", 1, 1, ttl)
+            .await
+            .unwrap();
+        // Behind the same NAT and UA, uid w is admitted later: the entries are w's.
+        store
+            .set(&wl, r#"{"uid": "w", "paths": []}"#, ttl)
+            .await
+            .unwrap();
+        store.set(&st, r#"{"uid": 7}"#, ttl).await.unwrap();
+        let c = record_pair(&store, "u", &net("10.0.2.0/24"), "aaaa0000", 2, 1, ttl)
+            .await
+            .unwrap();
+        assert_eq!(c.evicted, ["10.0.1.0/24:aaaa0000"]);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            store.get(&wl).await.unwrap().is_some(),
+            "w's entry was deleted"
+        );
+        assert!(store.get(&st).await.unwrap().is_some());
+        assert_eq!(entry_uid(r#"{"uid": 7}"#).as_deref(), Some("7"));
+        assert_eq!(entry_uid("junk"), None);
     }
 
     proptest! {

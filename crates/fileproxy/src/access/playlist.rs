@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::counting::peek_window;
 use super::limits::playlist_limit;
-use super::token::{verify_playlist_token, TokenError};
+use super::token::{canonical_hex, verify_playlist_token, TokenError};
 use super::ua::{classify_user_agent, UaInfo};
 use crate::config::{ClassLimit, PlaylistLimits};
 use crate::store::{Store, StoreError};
@@ -19,8 +20,7 @@ pub const MISSING_PARAMS_TEXT: &str =
     ".m3u8 request missing required parameters (uid, expires, token)";
 /// `403` text: bad or expired token.
 pub const BAD_TOKEN_TEXT: &str = ".m3u8 request token invalid or expired hmac";
-/// `503` text: the access counter could not be reached (fail closed).
-pub const COUNT_UNAVAILABLE_TEXT: &str = "Service Unavailable: access check failed, retry later";
+pub use super::counting::COUNT_UNAVAILABLE_TEXT;
 
 /// `403` text for an exceeded access count.
 pub fn limit_text(uid: &str) -> String {
@@ -36,6 +36,48 @@ pub fn access_count_key(uid: &str, full_url: &str, ip: IpAddr) -> String {
     h.update(b":");
     h.update(ip.to_string().as_bytes());
     format!("m3u8_access_count_v2:{}", hex::encode(h.finalize()))
+}
+
+/// The canonical counter key of SPEC §4, beside the Python-format one:
+/// `m3u8_access_count_canon:{sha256 hex of "{uid}:{path}:{expires}:{token hex}:{ip}"}`,
+/// with `path` percent-decoded without its leading `/` and the token's MAC bytes in
+/// lowercase hex (its hex and base64url spellings share one counter). Appending a
+/// query parameter, changing the `Host` header's case or re-encoding a path character
+/// gives a new Python-format URL but not a new canonical counter.
+pub fn canonical_count_key(
+    uid: &str,
+    path: &str,
+    expires: &str,
+    token: &str,
+    ip: IpAddr,
+) -> String {
+    let bare = path.strip_prefix('/').unwrap_or(path);
+    let mut h = Sha256::new();
+    for (i, part) in [uid, bare, expires, &canonical_hex(token), &ip.to_string()]
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            h.update(b":");
+        }
+        h.update(part.as_bytes());
+    }
+    format!("m3u8_access_count_canon:{}", hex::encode(h.finalize()))
+}
+
+/// What the access counters of one playlist request are keyed on, besides uid and IP.
+#[derive(Debug, Clone, Copy)]
+pub struct CountedRequest<'a> {
+    /// `{scheme}://{Host}{path}?{query}` as sent (the Python-format counter).
+    pub full_url: &'a str,
+    /// The canonical (percent-decoded) path, with its leading `/`.
+    pub path: &'a str,
+    /// `expires` as written.
+    pub expires: &'a str,
+    /// `token` as written (hex or base64url).
+    pub token: &'a str,
+    /// `false` for `HEAD`: the counters are read, not incremented.
+    pub spend: bool,
 }
 
 /// The query parameters of a playlist request (empty values count as missing).
@@ -132,36 +174,43 @@ pub struct PlaylistCount {
     pub count: u64,
 }
 
-/// Counts this playlist request (SPEC §4) and refuses it past the UA's limit; a store
-/// failure refuses too (fail closed).
+/// Counts this playlist request (SPEC §4) under both counters — the Python-format one
+/// ([`access_count_key`]) and the canonical one ([`canonical_count_key`]), each one
+/// atomic increment, concurrently — and refuses it when either is past the UA's
+/// limit. A `HEAD` (`spend = false`) is checked the same way against the counts a
+/// `GET` would make, and spends nothing. A store failure refuses too (fail closed).
 pub async fn count_playlist_access(
     store: &dyn Store,
     limits: &PlaylistLimits,
     uid: &str,
-    full_url: &str,
+    req: &CountedRequest<'_>,
     ip: IpAddr,
     user_agent: &str,
 ) -> Result<PlaylistCount, PlaylistDeny> {
     let ua = classify_user_agent(user_agent);
     let limit = playlist_limit(&ua, limits);
-    let key = access_count_key(uid, full_url, ip);
+    let python = access_count_key(uid, req.full_url, ip);
+    let canonical = canonical_count_key(uid, req.path, req.expires, req.token, ip);
     let window = Duration::from_secs(limit.window_s.max(1));
-    let wc = store
-        .incr_window(&key, window)
-        .await
-        .map_err(PlaylistDeny::Store)?;
-    if wc.count > limit.limit {
+    let count = |key: String| async move {
+        if req.spend {
+            store.incr_window(&key, window).await
+        } else {
+            peek_window(store, &key, limit.limit).await
+        }
+    };
+    let (a, b) = futures_util::future::join(count(python), count(canonical)).await;
+    let a = a.map_err(PlaylistDeny::Store)?;
+    let b = b.map_err(PlaylistDeny::Store)?;
+    let count = a.count.max(b.count);
+    if count > limit.limit {
         return Err(PlaylistDeny::LimitExceeded {
             uid: uid.to_string(),
-            count: wc.count,
+            count,
             limit: limit.limit,
         });
     }
-    Ok(PlaylistCount {
-        ua,
-        limit,
-        count: wc.count,
-    })
+    Ok(PlaylistCount { ua, limit, count })
 }
 
 #[cfg(test)]
@@ -231,6 +280,73 @@ mod tests {
             access_count_key("u1", "http://h/a/b.m3u8?uid=u1", "1.2.3.4".parse().unwrap()),
             format!("m3u8_access_count_v2:{}", KNOWN)
         );
+    }
+
+    #[test]
+    fn canonical_key_ignores_spelling() {
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        let b64 = playlist_token(S, "u", "a/b.m3u8", "100");
+        let hex = crate::access::token::hex_token(S, "u", "a/b.m3u8", "100");
+        let k = canonical_count_key("u", "/a/b.m3u8", "100", &b64, ip);
+        assert!(k.starts_with("m3u8_access_count_canon:"));
+        assert_eq!(k, canonical_count_key("u", "a/b.m3u8", "100", &hex, ip));
+        // python3 -c 'import hashlib;print(hashlib.sha256(b"u:a/b.m3u8:100:00ff:1.2.3.4").hexdigest())'
+        assert_eq!(
+            canonical_count_key("u", "/a/b.m3u8", "100", "00ff", ip),
+            "m3u8_access_count_canon:505b2faf73f6cc65a4d25def6bf8841907e9c34d260843f540eb0bc87e00be62"
+        );
+        for other in [
+            canonical_count_key("v", "/a/b.m3u8", "100", &b64, ip),
+            canonical_count_key("u", "/a/c.m3u8", "100", &b64, ip),
+            canonical_count_key("u", "/a/b.m3u8", "101", &b64, ip),
+            canonical_count_key("u", "/a/b.m3u8", "100", &b64, "1.2.3.5".parse().unwrap()),
+        ] {
+            assert_ne!(k, other);
+        }
+    }
+
+    #[tokio::test]
+    async fn either_counter_denies_and_head_spends_nothing() {
+        use crate::store::memory::MemoryStore;
+        let store = MemoryStore::new();
+        let limits = PlaylistLimits::default();
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        let tok = playlist_token(S, "u", "a/b.m3u8", "100");
+        let req = |url, spend| CountedRequest {
+            full_url: url,
+            path: "/a/b.m3u8",
+            expires: "100",
+            token: &tok,
+            spend,
+        };
+        let run = |url: &'static str, spend: bool| {
+            let r = req(url, spend);
+            let store = &store;
+            let limits = &limits;
+            async move { count_playlist_access(store, limits, "u", &r, ip, "curl/8").await }
+        };
+        let url = "http://h/a/b.m3u8?uid=u&expires=100&token=t";
+        for _ in 0..3 {
+            assert_eq!(
+                run(url, false).await.unwrap().count,
+                1,
+                "HEAD spends nothing"
+            );
+        }
+        assert_eq!(run(url, true).await.unwrap().count, 1);
+        assert!(matches!(
+            run(url, false).await,
+            Err(PlaylistDeny::LimitExceeded { count: 2, .. })
+        ));
+        // A new Python-format URL (extra parameter, Host case): the canonical one denies.
+        for evasion in [
+            "http://h/a/b.m3u8?uid=u&expires=100&token=t&x=1",
+            "http://H/a/b.m3u8?uid=u&expires=100&token=t",
+            "http://h/a/%62.m3u8?uid=u&expires=100&token=t",
+        ] {
+            let e = run(evasion, true).await.unwrap_err();
+            assert!(matches!(e, PlaylistDeny::LimitExceeded { .. }), "{evasion}");
+        }
     }
 
     const KNOWN: &str = "f25360a021bddf350f154633553588c54d6844f04130a147c8dd1176e65c9eeb";

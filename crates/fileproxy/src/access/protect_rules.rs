@@ -200,6 +200,7 @@ impl Policy {
                 req.path,
                 self.rules.key_max_uses,
                 self.rules.key_use_ttl,
+                !req.head,
             )
             .await
             {
@@ -218,6 +219,7 @@ impl Policy {
                 req.path,
                 self.rules.token_max_uses,
                 self.rules.token_replay_ttl,
+                !req.head,
             )
             .await
             {

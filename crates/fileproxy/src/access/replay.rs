@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::counting::peek_window;
 use super::token::canonical_b64;
 use crate::store::{Store, StoreError, WindowCount};
 
@@ -43,16 +44,22 @@ pub(super) fn use_digest(token: &str, uid: &str, path: &str) -> String {
 
 /// Counts one use under `key` (atomically; the window starts at the first use) and
 /// refuses it with `over` past `max`; a store failure refuses with `on_store` (fail
-/// closed).
+/// closed). With `spend = false` (a `HEAD` request, SPEC §4 and §10) the counter is
+/// only read: the request is checked as the next use would be, and nothing is counted.
 pub(super) async fn count_capped<E>(
     store: &dyn Store,
     key: &str,
     max: u64,
     window: Duration,
+    spend: bool,
     on_store: fn(StoreError) -> E,
     over: impl FnOnce(WindowCount) -> E,
 ) -> Result<WindowCount, E> {
-    let wc = store.incr_window(key, window).await.map_err(on_store)?;
+    let wc = if spend {
+        store.incr_window(key, window).await.map_err(on_store)?
+    } else {
+        peek_window(store, key, max).await.map_err(on_store)?
+    };
     if wc.count > max {
         return Err(over(wc));
     }
@@ -82,7 +89,7 @@ impl ReplayDeny {
     pub fn response(&self) -> (u16, String) {
         match self {
             ReplayDeny::Exceeded { max, ttl_s, .. } => (403, replay_text(*max, *ttl_s)),
-            ReplayDeny::Store(_) => (503, super::playlist::COUNT_UNAVAILABLE_TEXT.into()),
+            ReplayDeny::Store(_) => (503, super::counting::COUNT_UNAVAILABLE_TEXT.into()),
         }
     }
 }
@@ -94,7 +101,7 @@ pub fn ttl_secs(ttl: Duration) -> u64 {
 }
 
 /// Counts one use of (token, uid, path) and refuses it past `max`; a store failure
-/// refuses too (fail closed).
+/// refuses too (fail closed). `spend = false` checks without counting (`HEAD`).
 pub async fn count_token_use(
     store: &dyn Store,
     token: &str,
@@ -102,9 +109,10 @@ pub async fn count_token_use(
     path: &str,
     max: u64,
     window: Duration,
+    spend: bool,
 ) -> Result<WindowCount, ReplayDeny> {
     let key = replay_key(token, uid, path);
-    count_capped(store, &key, max, window, ReplayDeny::Store, |wc| {
+    count_capped(store, &key, max, window, spend, ReplayDeny::Store, |wc| {
         ReplayDeny::Exceeded {
             count: wc.count,
             max,
@@ -143,11 +151,11 @@ mod tests {
     async fn uses_are_limited_with_ttl() {
         let store = MemoryStore::new();
         let w = Duration::from_secs(9600);
-        let wc = count_token_use(&store, "t", "u", "/a/b.ts", 1, w)
+        let wc = count_token_use(&store, "t", "u", "/a/b.ts", 1, w, true)
             .await
             .unwrap();
         assert_eq!(wc.count, 1);
-        let e = count_token_use(&store, "t", "u", "a/b.ts", 1, w)
+        let e = count_token_use(&store, "t", "u", "a/b.ts", 1, w, true)
             .await
             .unwrap_err();
         let ReplayDeny::Exceeded { count, max, ttl_s } = e else {

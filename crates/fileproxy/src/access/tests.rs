@@ -106,6 +106,7 @@ impl R {
             full_url: &url,
             session_cookie: self.cookie.as_deref(),
             now: self.now,
+            head: false,
         };
         p.decide(&req).await
     }
@@ -964,12 +965,12 @@ async fn round_trips_match_the_table_in_mod_rs() {
     let (d, critical, deferred) = trips(&p, &c, &seg).await;
     assert!(matches!(d, Decision::Allow(_)));
     assert_eq!((critical, deferred), (2, 0));
-    // Playlist creating a session: first read + counter; one deferred batch + the
-    // uid's session index.
+    // Playlist creating a session: first read + the two counters (sent concurrently,
+    // one round trip of latency); one deferred batch + the uid's session index.
     let pl = R::new("1.2.3.4", CHROME, "/v/abc/i.m3u8").signed("u1");
     let (d, critical, deferred) = trips(&p, &c, &pl).await;
     assert!(matches!(d, Decision::Allow(_)));
-    assert_eq!((critical, deferred), (2, 2));
+    assert_eq!((critical, deferred), (3, 2));
     // The common case: a segment whose session is in the latest index.
     let (d, critical, deferred) = trips(&p, &c, &seg).await;
     assert!(matches!(d, Decision::Allow(_)));

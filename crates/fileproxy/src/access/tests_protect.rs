@@ -129,6 +129,7 @@ impl R {
             full_url: &url,
             session_cookie: None,
             now: self.now,
+            head: false,
         };
         p.decide(&req).await
     }

@@ -683,6 +683,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
         #[test]
         fn merge_keeps_at_most_max_and_newest(ops in proptest::collection::vec(0u8..6, 1..30), max in 1usize..5) {
             let mut e = None;
@@ -696,6 +698,30 @@ mod tests {
                 prop_assert_eq!(seen.len(), next.paths.len());
                 e = Some(next);
             }
+        }
+
+        /// Admission bodies shaped like the real ones, every field of any JSON type
+        /// (the three admission APIs' parsers): no panic, whatever the values.
+        #[test]
+        fn admission_bodies_never_panic(fields in proptest::collection::vec((
+            prop_oneof![Just("uid".to_string()), Just("path".to_string()), Just("clientIp".to_string()), Just("UserAgent".to_string()), Just("jsPath".to_string()), "\\PC{0,6}"],
+            prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                "\\PC{0,40}".prop_map(serde_json::Value::from),
+                "[0-9a-f.:/]{0,43}".prop_map(serde_json::Value::from),
+                "(https?://[a-z.]{1,8})?(/[a-z0-9%.;-]{0,8}){0,5}".prop_map(serde_json::Value::from),
+                proptest::collection::vec("\\PC{0,5}", 0..3).prop_map(serde_json::Value::from),
+            ],
+        ), 0..7)) {
+            let obj: serde_json::Map<String, serde_json::Value> = fields
+                .into_iter()
+                .collect();
+            let body = serde_json::Value::Object(obj).to_string();
+            let _ = parse_admission(body.as_bytes());
+            let _ = crate::access::static_file::parse_static_admission(body.as_bytes());
         }
 
         #[test]

@@ -2,9 +2,9 @@
 //! on the main listener only with `Authorization: Bearer <admin_token>` — and not at
 //! all (404) there when `admin_token` is empty. Each route lives in its own module.
 //!
-//! `/monitor` alone also accepts the token as `?token=` on the main listener, so a
-//! browser can open the page; the page then sends it as a bearer header to `/stats`.
-//! No admin answer ever carries a secret (tokens, keys, store passwords).
+//! The token is accepted only as a bearer header (SPEC §10): never from a query
+//! string, where it would end up in logs and browser history (`/monitor?token=` is
+//! refused like a missing token). No admin answer ever carries a secret.
 
 pub mod debug;
 pub mod exposition;
@@ -51,15 +51,11 @@ pub fn refusal<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Option<Respon
     if token.is_empty() {
         return Some(response::text(StatusCode::NOT_FOUND, "Not Found"));
     }
-    let from_query = (req.uri().path() == "/monitor")
-        .then(|| crate::request::param(req, "token"))
-        .flatten();
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(query::bearer_credential)
-        .or(from_query.as_deref());
+        .and_then(query::bearer_credential);
     match presented {
         None => {
             let mut r = response::text(

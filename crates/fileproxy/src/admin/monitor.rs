@@ -4,9 +4,9 @@
 //! (time to last and to first byte), errors/s, bytes/s, active connections and
 //! transfers, sessions created/reused per second.
 //!
-//! On the main listener the page is opened with `?token=<admin_token>` (accepted for
-//! this route only); the script removes it from the address bar and sends it as a
-//! bearer header to `/stats`. On the admin listener no token is needed.
+//! Open it on the admin listener (no token), or on the main listener with the
+//! `Authorization: Bearer` header; a `?token=` in the URL is refused like a missing
+//! token (SPEC §10), so it never lands in logs or browser history.
 
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};

@@ -88,6 +88,12 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, req: Request<Incoming>) -> 
 /// `POST /api/whitelist` (SPEC §3).
 async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
+    // The bearer key is checked before a byte of the body is read (SPEC §10).
+    if !app.policy.whitelist_key_ok(auth.as_deref()) {
+        let e = crate::access::whitelist::AdmitError::Unauthorized;
+        tracing::info!(peer = %conn.peer, status = e.status(), "whitelist admission refused: API key");
+        return response::json(StatusCode::FORBIDDEN, &e.body());
+    }
     let body = match read_small_body(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -104,6 +110,12 @@ async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<B
 /// `POST /api/static-whitelist`.
 async fn static_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
+    // The bearer key is checked before a byte of the body is read (SPEC §10).
+    if !app.policy.whitelist_key_ok(auth.as_deref()) {
+        let e = crate::access::whitelist::AdmitError::Unauthorized;
+        tracing::info!(peer = %conn.peer, status = e.status(), "static admission refused: API key");
+        return response::json(StatusCode::FORBIDDEN, &e.body());
+    }
     let body = match read_small_body(app, req).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -129,7 +141,13 @@ async fn js_whitelist(app: &App, ctx: &RequestCtx, req: Request<Incoming>) -> Re
     let auth = header_str(h, header::AUTHORIZATION).map(str::to_owned);
     let query = req.uri().query().unwrap_or("").to_string();
     let bearer = req.method() == Method::POST && auth.is_some();
-    let body = if req.method() == Method::POST {
+    // A POST by bearer key: the key is checked before a byte of the body is read.
+    if bearer && !app.policy.whitelist_key_ok(auth.as_deref()) {
+        let e = crate::access::js::JsError::Unauthorized;
+        tracing::info!(peer = %ctx.conn.peer, status = e.status(), "front-end admission refused: API key");
+        return response::json(StatusCode::FORBIDDEN, &e.body());
+    }
+    let body = if bearer {
         match read_small_body(app, req).await {
             Ok(b) => b,
             Err(r) => return r,

@@ -838,10 +838,7 @@ mod tests {
         for (i, r) in DenyReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
-        assert_eq!(
-            DenyReason::QuotaExceeded as usize + 1,
-            DenyReason::ALL.len()
-        );
+        assert_eq!(DenyReason::ContentClass as usize + 1, DenyReason::ALL.len());
         let m = Metrics::new();
         m.record_denial(DenyReason::KeyReplay);
         m.record_denial(DenyReason::PlaylistLimit);

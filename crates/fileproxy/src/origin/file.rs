@@ -1,9 +1,11 @@
 //! A local folder as origin (`file:///srv/media`), SPEC §9 "File origin details".
 //!
-//! * **Path mapping.** The request path is percent-decoded, then split on `/`. A `..`
-//!   component (also when written `%2e%2e` or `..%2f`), a backslash, a NUL byte or a
-//!   path that is not UTF-8 once decoded is refused with [`OriginError::BadPath`]
-//!   (→ `400`): such a path is an attack or a broken client, never a file. A path that is
+//! * **Path mapping.** The request path must be canonical
+//!   ([`crate::access::canonical_path`]): a `..` or `.` component (also when written
+//!   `%2e%2e`), an empty segment (`//`, trailing `/`), `;`, an encoded `/`, a
+//!   backslash, a NUL byte or a path that is not UTF-8 once decoded is refused with
+//!   [`OriginError::BadPath`] (→ `400`), never normalised: such a path is an attack or
+//!   a broken client, never a file. A path that is
 //!   well-formed but does not name a regular file inside the root — missing, a
 //!   directory, or a symlink resolving outside the root — gets a real `404` response,
 //!   so nothing tells a viewer what lies outside the folder.
@@ -28,10 +30,10 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
-use percent_encoding::percent_decode_str;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{InFlightGuard, OriginBody, OriginError, OriginRequest, PoolCounters, PoolState};
+use crate::access::canonical_path::CanonicalPath;
 use crate::config::OriginConfig;
 
 /// A local folder serving files with ranges, validators and cache headers.
@@ -213,27 +215,13 @@ fn open_error(path: &Path, e: io::Error) -> Result<Response<OriginBody>, OriginE
     }
 }
 
-/// Percent-decodes the request path and turns it into a relative path of plain
-/// components, refusing anything that could step outside the root.
+/// Turns the request path into a relative path of plain components. The path must be
+/// canonical ([`CanonicalPath`], SPEC §10): an empty segment, `;`, an encoded `/`, a
+/// dot segment, NUL, backslash or invalid UTF-8 is refused, never dropped or
+/// normalised, so the file served is the file the policy classified.
 pub(crate) fn sanitize(raw: &str) -> Result<PathBuf, OriginError> {
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| OriginError::BadPath("not UTF-8 once decoded".into()))?;
-    if decoded.contains('\0') {
-        return Err(OriginError::BadPath("NUL byte".into()));
-    }
-    if decoded.contains('\\') {
-        return Err(OriginError::BadPath("backslash".into()));
-    }
-    let mut out = PathBuf::new();
-    for component in decoded.split('/') {
-        match component {
-            "" | "." => {}
-            ".." => return Err(OriginError::BadPath("`..` component".into())),
-            c => out.push(c),
-        }
-    }
-    Ok(out)
+    let canonical = CanonicalPath::parse(raw).map_err(|e| OriginError::BadPath(e.to_string()))?;
+    Ok(canonical.segments().collect())
 }
 
 /// Media type and cache policy of a file, from its suffix.
@@ -637,6 +625,21 @@ mod tests {
         assert_eq!(parse_range(&hv("bytes=-5"), 0), Unsatisfiable);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any `Range` value a client can send: no panic, and a served range lies
+        /// inside the file.
+        #[test]
+        fn range_parser_never_panics(v in "(bytes|BYTES|items)?=?[0-9 ,-]{0,24}|\\PC{0,40}", size in proptest::prelude::any::<u64>()) {
+            if let Ok(hv) = HeaderValue::from_str(&v) {
+                if let RangeDecision::Partial { start, end } = parse_range(&hv, size) {
+                    proptest::prop_assert!(start <= end && end < size, "{v} of {size}: {start}-{end}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn sanitize_refuses_escapes() {
         for bad in [
@@ -656,10 +659,23 @@ mod tests {
             );
         }
         assert_eq!(
-            sanitize("/media/demo/./a%20b.ts").unwrap(),
+            sanitize("/media/demo/a%20b.ts").unwrap(),
             PathBuf::from("media/demo/a b.ts")
         );
-        assert_eq!(sanitize("//x//y").unwrap(), PathBuf::from("x/y"));
+        // Nothing is normalised silently (SPEC §10): empty and `.` segments are refused.
+        for ambiguous in [
+            "//x//y",
+            "/media/demo/./a.ts",
+            "/v/abc/index.m3u8/",
+            "/v/abc/enc.key//",
+            "/v/abc/index.m3u8;x",
+            "/v%2Fabc/enc.key",
+        ] {
+            assert!(
+                matches!(sanitize(ambiguous), Err(OriginError::BadPath(_))),
+                "{ambiguous}"
+            );
+        }
         assert_eq!(sanitize("/").unwrap(), PathBuf::new());
         // Double encoding is a literal name, not a traversal.
         assert_eq!(sanitize("/%252e%252e").unwrap(), PathBuf::from("%2e%2e"));

@@ -214,6 +214,41 @@ impl HttpOrigin {
         Ok(Response::from_parts(parts, body.boxed_unsync()))
     }
 
+    /// A redirect `Location` that points at this origin — its scheme and authority, or
+    /// the configured `host_header` — as a path on FileProxy (nginx `proxy_redirect
+    /// default`): the origin's base path is taken off, the rest kept. `None` for a
+    /// relative or foreign `Location`, which is passed through.
+    pub fn local_location(&self, location: &str) -> Option<String> {
+        let uri: Uri = location.trim().parse().ok()?;
+        let (scheme, authority) = (uri.scheme()?, uri.authority()?);
+        let ours = (scheme == &self.scheme
+            && authority
+                .as_str()
+                .eq_ignore_ascii_case(self.authority.as_str()))
+            || self
+                .host_header
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .is_some_and(|h| authority.as_str().eq_ignore_ascii_case(h));
+        if !ours {
+            return None;
+        }
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let rest = match pq.strip_prefix(self.base_path.as_str()) {
+            Some(r)
+                if !self.base_path.is_empty() && (r.is_empty() || r.starts_with(['/', '?'])) =>
+            {
+                r
+            }
+            _ => pq,
+        };
+        Some(if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        })
+    }
+
     /// Connect timeout → [`OriginError::Timeout`]; anything else → `Unreachable`.
     fn classify(&self, e: &hyper_util::client::legacy::Error) -> OriginError {
         if e.is_connect() && has_timed_out(e) {
@@ -538,6 +573,38 @@ mod tests {
         let o = HttpOrigin::new(&cfg("https://origin.example")).unwrap();
         assert_eq!(o.url_for("/a%20b.ts"), "https://origin.example/a%20b.ts");
         assert_eq!(o.pool_state().kind, "https");
+    }
+
+    #[tokio::test]
+    async fn redirects_to_the_origin_become_local_paths() {
+        let o = HttpOrigin::new(&cfg("http://10.0.0.5:8080/base/")).unwrap();
+        let l = |s: &str| o.local_location(s);
+        assert_eq!(
+            l("http://10.0.0.5:8080/base/a/b.ts?x=1").as_deref(),
+            Some("/a/b.ts?x=1")
+        );
+        assert_eq!(l("HTTP://10.0.0.5:8080/other").as_deref(), Some("/other"));
+        assert_eq!(l("http://10.0.0.5:8080").as_deref(), Some("/"));
+        assert_eq!(
+            l("http://10.0.0.5:8080/basement").as_deref(),
+            Some("/basement")
+        );
+        assert_eq!(
+            l("https://10.0.0.5:8080/base/a"),
+            None,
+            "another scheme is another site"
+        );
+        assert_eq!(l("http://cdn.example/a"), None);
+        assert_eq!(l("/relative/path"), None);
+        assert_eq!(l("not a uri at all"), None);
+        let mut c = cfg("http://10.0.0.5:8080");
+        c.host_header = "media.internal".into();
+        let o = HttpOrigin::new(&c).unwrap();
+        assert_eq!(
+            o.local_location("https://MEDIA.internal/a/b.m3u8")
+                .as_deref(),
+            Some("/a/b.m3u8")
+        );
     }
 
     #[tokio::test]

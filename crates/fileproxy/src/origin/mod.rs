@@ -34,8 +34,11 @@ pub enum FetchClass {
 pub struct OriginRequest {
     /// `GET` or `HEAD`.
     pub method: Method,
-    /// The request path exactly as the viewer sent it (percent-encoded, leading `/`,
-    /// no query string).
+    /// The path to fetch, percent-encoded with a leading `/` and no query string: for
+    /// viewer requests the canonical path's [`origin_path`] (SPEC §10), the very path
+    /// the policy classified.
+    ///
+    /// [`origin_path`]: crate::access::canonical_path::CanonicalPath::origin_path
     pub path: String,
     /// Viewer headers to forward: `User-Agent`, `Range`, `If-Range`,
     /// `If-Modified-Since`, `If-None-Match` (only those present).
@@ -167,6 +170,23 @@ impl Origin {
         match self {
             Origin::Http(o) => o.fetch(req).await,
             Origin::File(o) => o.fetch(req).await,
+        }
+    }
+
+    /// Rewrites a redirect's `Location` that points at the origin into a path on
+    /// FileProxy (SPEC §10: the origin's address never reaches a viewer).
+    pub fn rewrite_redirect(&self, status: http::StatusCode, headers: &mut HeaderMap) {
+        if !matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308) {
+            return;
+        }
+        let Origin::Http(o) = self else { return };
+        let local = headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| o.local_location(l))
+            .and_then(|l| http::HeaderValue::from_str(&l).ok());
+        if let Some(v) = local {
+            headers.insert(http::header::LOCATION, v);
         }
     }
 

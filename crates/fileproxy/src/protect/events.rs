@@ -403,6 +403,7 @@ mod tests {
             full_url: "http://h/x",
             session_cookie: None,
             now: 5,
+            head: false,
         }
     }
 

@@ -519,6 +519,30 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Any bytes an origin may send as a playlist, key lines included: no panic,
+        /// and the output never shrinks (only key URIs grow).
+        #[test]
+        fn rewriter_never_panics_on_bytes(
+            pieces in proptest::collection::vec(prop_oneof![
+                Just(b"#EXT-X-KEY:".to_vec()),
+                Just(b"URI=".to_vec()),
+                Just(b"\"".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"?#&=".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..12),
+            ], 0..24),
+            base in "/[a-z0-9%/.]{0,20}",
+        ) {
+            let input: Vec<u8> = pieces.concat();
+            let s = KeySigner { secret: b"k", uid: "u", expires: "1", playlist_path: &base };
+            if let Ok(out) = rewrite_playlist(&input, &s) {
+                prop_assert!(out.len() >= input.len());
+            }
+        }
+
         #[test]
         fn rewriting_keeps_other_lines_and_signs_every_key_uri(
             (lines, ends) in playlist(), base in base_path(), final_newline in any::<bool>(),

@@ -1,7 +1,10 @@
 //! A real HTTP origin on 127.0.0.1 for integration tests (hyper, in-process).
 //!
 //! Routes: `/files/<name>` serves registered content with single-range and ETag
-//! support; `/hang/...` accepts and never answers; `/trickle/...` sends a byte every
+//! support; `/sloppy/<name>` serves the same names the way a sloppy server maps paths
+//! (`%2F` decoded, empty segments and `;` parameters dropped, `.bak` stripped, case
+//! ignored); `/redirect/<name>` answers `302` to `http://<Host>/files/<name>`;
+//! `/hang/...` accepts and never answers; `/trickle/...` sends a byte every
 //! 100 ms forever; anything else is 404. It counts accepted and open connections.
 
 #![allow(dead_code)]
@@ -130,7 +133,46 @@ async fn route(st: &OriginState, req: Request<Incoming>) -> Response<Body> {
     if let Some(n) = path.strip_prefix("/slow/").and_then(leading_number) {
         return generated(n, Duration::from_millis(200));
     }
-    let Some(name) = path.strip_prefix("/files/") else {
+    if let Some(rest) = path.strip_prefix("/redirect/") {
+        // Points back at the origin itself, as an origin behind FileProxy would.
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("127.0.0.1");
+        let mut r = status(StatusCode::FOUND);
+        r.headers_mut().insert(
+            "location",
+            format!("http://{host}/files/{rest}").parse().expect("hv"),
+        );
+        return r;
+    }
+    let sloppy;
+    let name = if let Some(rest) = path.strip_prefix("/sloppy/") {
+        // A sloppy server: decodes `%2F`, drops empty segments and `;` parameters,
+        // maps `x.bak` to `x`, and looks names up ignoring case.
+        let decoded = rest.replace("%2F", "/").replace("%2f", "/");
+        let mut segs: Vec<&str> = decoded
+            .split('/')
+            .map(|s| s.split(';').next().unwrap_or(""))
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(last) = segs.last_mut() {
+            *last = last.strip_suffix(".bak").unwrap_or(last);
+        }
+        let wanted = segs.join("/").to_ascii_lowercase();
+        sloppy = st
+            .files
+            .lock()
+            .expect("lock")
+            .keys()
+            .find(|k| k.to_ascii_lowercase() == wanted)
+            .cloned()
+            .unwrap_or(wanted);
+        sloppy.as_str()
+    } else if let Some(name) = path.strip_prefix("/files/") {
+        name
+    } else {
         return status(StatusCode::NOT_FOUND);
     };
     let Some(content) = st.files.lock().expect("lock").get(name).cloned() else {
