@@ -49,6 +49,8 @@ pub struct App {
     pub traffic: Arc<Traffic>,
     /// The access log.
     pub access_log: AccessLog,
+    /// The segment cache (SPEC §12); `None` when `cache.max_bytes = 0`.
+    pub cache: Option<Arc<crate::cache::SegmentCache>>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -91,6 +93,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     .await
     .context("traffic")?;
     let access_log = AccessLog::start(&config.log, metrics.access_log_dropped.clone())?;
+    let cache = crate::cache::SegmentCache::new(&config.cache, metrics.cache.clone());
     let app = Arc::new(App {
         config,
         store,
@@ -105,6 +108,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         window: Window::default(),
         traffic,
         access_log,
+        cache,
     });
     Ok(app)
 }

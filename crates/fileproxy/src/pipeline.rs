@@ -318,7 +318,8 @@ async fn fetch_and_stream(
         client_ip,
         class,
     };
-    let resp = match app.origin.fetch(origin_req).await {
+    // The segment cache (SPEC §12) answers here when it can, behind the policy.
+    let resp = match crate::cache::fetch(app, origin_req).await {
         Ok(r) => r,
         Err(OriginError::Timeout(after)) => {
             tracing::warn!(path = %raw_path, ?after, "origin timed out");

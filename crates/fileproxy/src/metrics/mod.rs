@@ -279,6 +279,8 @@ pub struct Metrics {
     pub traffic_spool_errors: Counter,
     /// Access-log lines dropped because the writer fell behind.
     pub access_log_dropped: Counter,
+    /// The segment cache's figures (SPEC §12).
+    pub cache: crate::cache::CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -429,6 +431,8 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let cache = crate::cache::CacheMetrics::default();
+        cache.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -450,6 +454,7 @@ impl Metrics {
             traffic_reported_bytes,
             traffic_spool_errors,
             access_log_dropped,
+            cache,
         }
     }
 
