@@ -190,8 +190,8 @@ enum Step {
 
 /// What a fill hands the viewer that started it.
 enum Lead {
-    /// Read this object.
-    Object(Arc<Object>),
+    /// Read this object, in this reserved seat.
+    Object(Arc<Object>, object::Seat),
     /// The origin's answer, not cacheable: streamed through as is.
     Response(Response<OriginBody>),
     /// The fetch failed.
@@ -291,14 +291,14 @@ impl SegmentCache {
             step
         };
         match step {
-            Step::Serve(obj) => self.serve(app, obj, req).await,
+            Step::Serve(obj) => self.serve(app, obj, None, req).await,
             Step::Wait(mut rx) => {
                 let joined = match rx.wait_for(Option::is_some).await {
                     Ok(v) => v.clone(),
                     Err(_) => None,
                 };
                 match joined {
-                    Some(Joined::Object(obj)) => self.serve(app, obj, req).await,
+                    Some(Joined::Object(obj)) => self.serve(app, obj, None, req).await,
                     Some(Joined::Failed(kind)) => Err(kind.error()),
                     Some(Joined::Refetch) | None => app.origin.fetch(req).await,
                 }
@@ -335,7 +335,7 @@ impl SegmentCache {
             }
         });
         match lead_rx.await {
-            Ok(Lead::Object(obj)) => self.serve(app, obj, req).await,
+            Ok(Lead::Object(obj, seat)) => self.serve(app, obj, Some(seat), req).await,
             Ok(Lead::Response(resp)) => Ok(resp),
             Ok(Lead::Failed(e)) => Err(e),
             Err(_) => Err(OriginError::Unreachable("cache fill ended early".into())),
@@ -386,7 +386,7 @@ impl SegmentCache {
         }
         joined.send_replace(Some(Joined::Object(Arc::clone(&obj))));
         drop(joined);
-        let _ = lead.send(Lead::Object(Arc::clone(&obj)));
+        let _ = lead.send(Lead::Object(Arc::clone(&obj), obj.seat()));
         // From here on the object must end, whatever happens to this task.
         let guard = FillGuard(Arc::clone(&obj));
         let max_object = self.cfg.max_object_bytes.min(self.cfg.max_bytes);
@@ -524,6 +524,7 @@ impl SegmentCache {
         &self,
         app: &Arc<App>,
         obj: Arc<Object>,
+        seat: Option<object::Seat>,
         req: OriginRequest,
     ) -> Result<Response<OriginBody>, OriginError> {
         let mut headers = obj.headers.clone();
@@ -557,7 +558,7 @@ impl SegmentCache {
         if req.method == Method::HEAD || len == Some(0) {
             return Ok(head_only(answer.status(), headers));
         }
-        let reader = obj.reader(start, len.map(|l| start + l));
+        let reader = obj.reader(seat, start, len.map(|l| start + l));
         let body = object::body(reader, len, self.metrics.served_bytes.clone());
         let mut resp = Response::new(body);
         *resp.status_mut() = answer.status();

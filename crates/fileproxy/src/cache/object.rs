@@ -170,13 +170,29 @@ impl Object {
         }
     }
 
-    /// A reader of bytes `start..end` (`end = None`: to the end of the body).
-    pub(crate) fn reader(self: &Arc<Self>, start: u64, end: Option<u64>) -> Reader {
+    /// Reserves a reader's place at the start of the body before the reader exists
+    /// (so a fill that leaves the cache does not free chunks it will need).
+    pub(crate) fn seat(self: &Arc<Self>) -> Seat {
         let mut st = self.state();
         let id = st.next_reader;
         st.next_reader += 1;
         st.cursors.insert(id, 0);
-        drop(st);
+        Seat {
+            obj: Arc::clone(self),
+            id: Some(id),
+        }
+    }
+
+    /// A reader of bytes `start..end` (`end = None`: to the end of the body), in
+    /// `seat` when given.
+    pub(crate) fn reader(
+        self: &Arc<Self>,
+        seat: Option<Seat>,
+        start: u64,
+        end: Option<u64>,
+    ) -> Reader {
+        let mut seat = seat.unwrap_or_else(|| self.seat());
+        let id = seat.id.take().unwrap_or(u64::MAX);
         Reader {
             obj: Arc::clone(self),
             id,
@@ -185,6 +201,26 @@ impl Object {
             start,
             end: end.unwrap_or(u64::MAX),
             progress: self.progress.subscribe(),
+        }
+    }
+}
+
+/// A reader's reserved place; released on drop unless a reader took it.
+pub(crate) struct Seat {
+    /// The object.
+    obj: Arc<Object>,
+    /// The reserved cursor id (taken by the reader).
+    id: Option<u64>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut st = self.obj.state();
+            st.cursors.remove(&id);
+            trim(&mut st);
+            drop(st);
+            self.obj.drained.notify_waiters();
         }
     }
 }

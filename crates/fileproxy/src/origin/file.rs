@@ -409,10 +409,6 @@ impl Body for FileBody {
 mod tests {
     use super::*;
 
-    fn hv(s: &str) -> HeaderValue {
-        HeaderValue::from_str(s).unwrap()
-    }
-
     #[test]
     fn sanitize_refuses_escapes() {
         for bad in [
