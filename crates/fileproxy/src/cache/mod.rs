@@ -15,7 +15,9 @@
 //!   first gets the chunks already there.
 //! * **Slow viewers don't pin origin connections.** The fill reads at the origin's pace
 //!   whatever the readers do, so the connection goes back to the pool when the object
-//!   is complete. A fill whose viewers all left keeps going (it is filling the cache).
+//!   is complete. A fill whose viewers all left keeps going (it is filling the cache),
+//!   unless the answer has no announced length (it might never end, like a live
+//!   stream): that fill stops with its last viewer.
 //! * **Failures.** A fill that fails mid-way fails every reader's body (the connection
 //!   is cut, SPEC §2 step 8) and leaves nothing cached; the next request fetches again.
 //! * **Bounded.** Complete objects and fills in flight are charged against
@@ -392,7 +394,21 @@ impl SegmentCache {
         let max_object = self.cfg.max_object_bytes.min(self.cfg.max_bytes);
         let mut cached = true;
         loop {
-            let frame = match body.frame().await {
+            let next = if obj.len.is_none() {
+                // An answer of unknown length may never end (a live stream): it is
+                // only worth reading while someone is.
+                tokio::select! {
+                    f = body.frame() => f,
+                    () = obj.wait_drained(|_, readers| readers == 0) => {
+                        self.index().remove_fill(&key, id);
+                        obj.finish(End::Failed);
+                        return;
+                    }
+                }
+            } else {
+                body.frame().await
+            };
+            let frame = match next {
                 None => break,
                 Some(Ok(f)) => f,
                 Some(Err(e)) => {
