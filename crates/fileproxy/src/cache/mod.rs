@@ -624,3 +624,83 @@ fn head_only(status: StatusCode, headers: HeaderMap) -> Response<OriginBody> {
     }
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(playlist_ttl_ms: u64) -> Arc<SegmentCache> {
+        let cfg = CacheConfig {
+            max_bytes: 1000,
+            max_object_bytes: 100,
+            playlist_ttl_ms,
+        };
+        SegmentCache::new(&cfg, CacheMetrics::default()).expect("on")
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)]) -> Response<OriginBody> {
+        let mut r = head_only(StatusCode::from_u16(status).unwrap(), HeaderMap::new());
+        for (k, v) in headers {
+            r.headers_mut().append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        r
+    }
+
+    #[test]
+    fn what_is_stored() {
+        let c = cache(0);
+        let seg = FetchClass::Other;
+        assert!(c.storable(&answer(200, &[]), seg).is_some());
+        assert!(c.storable(&answer(206, &[]), seg).is_none());
+        assert!(c.storable(&answer(404, &[]), seg).is_none());
+        for cc in [
+            "no-store",
+            "private",
+            "public, PRIVATE",
+            "max-age=0",
+            "private=\"x\"",
+        ] {
+            assert!(
+                c.storable(&answer(200, &[("cache-control", cc)]), seg)
+                    .is_none(),
+                "{cc}"
+            );
+        }
+        let (len, expires) = c
+            .storable(
+                &answer(
+                    200,
+                    &[
+                        ("cache-control", "public, max-age=60"),
+                        ("content-length", "100"),
+                    ],
+                ),
+                seg,
+            )
+            .unwrap();
+        assert_eq!(len, Some(100));
+        let left = expires.unwrap() - Instant::now();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+        assert!(c
+            .storable(&answer(200, &[("content-length", "101")]), seg)
+            .is_none());
+        assert!(c
+            .storable(&answer(200, &[("content-encoding", "gzip")]), seg)
+            .is_none());
+    }
+
+    #[test]
+    fn playlists_live_playlist_ttl_ms_at_most() {
+        let pl = FetchClass::Playlist;
+        let c = cache(1000);
+        let (_, expires) = c.storable(&answer(200, &[]), pl).unwrap();
+        assert!(expires.unwrap() - Instant::now() <= Duration::from_secs(1));
+        let (_, expires) = c
+            .storable(&answer(200, &[("cache-control", "max-age=3600")]), pl)
+            .unwrap();
+        assert!(expires.unwrap() - Instant::now() <= Duration::from_secs(1));
+    }
+}
