@@ -50,6 +50,8 @@ PEER_PORT, ORIGIN_PORT, REDIS_PORT = 10080, 27804, 26379
 PEERS = {
     "fileproxy-redis": dict(kind="fileproxy", config="peers/fileproxy/redis.toml.tmpl", redis=True, auth=True),
     "fileproxy-mem": dict(kind="fileproxy", config="peers/fileproxy/memory.toml.tmpl", redis=False, auth=True),
+    "fileproxy-nocache": dict(kind="fileproxy", config="peers/fileproxy/memory-nocache.toml.tmpl", redis=False,
+                              auth=True),
     "aiohttp": dict(kind="gunicorn", dir="peers/aiohttp", redis=True, auth=True),
     "fastapi": dict(kind="gunicorn", dir="peers/fastapi", redis=True, auth=True),
     "nginx": dict(kind="nginx", config="peers/nginx/proxy.conf.tmpl", redis=False, auth=False),
@@ -426,10 +428,11 @@ def wait_http(ns, url, proc, timeout=30):
     return False
 
 
-def origin_accepts(topo):
+def origin_accepts(topo, field=1):
+    """The origin's accepted connections (field 1) or requests (field 3) so far."""
     text = http_get(topo.org_ns, f"http://127.0.0.1:{ORIGIN_PORT}/nginx_status")
     m = re.search(r"\n\s*(\d+)\s+(\d+)\s+(\d+)", text)
-    return int(m.group(1)) if m else None
+    return int(m.group(field)) if m else None
 
 
 # ---------------------------------------------------------------- one run
@@ -589,6 +592,7 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
             result["auth_checked"] = True
         time.sleep(0.5)
         accepts0 = origin_accepts(topo)
+        requests0 = origin_accepts(topo, 3)
         roots = {"origin": origin.pid}
         if peer_p:
             roots["peer"] = peer_p.pid
@@ -611,10 +615,14 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
         accepts1 = origin_accepts(topo)
         if accepts1 is not None:
             accepts1 -= 1  # this status request's own connection
+        requests1 = origin_accepts(topo, 3)
+        if requests1 is not None:
+            requests1 -= 2  # the two status requests since requests0 was read
         if peer_p and not peer_p.alive():
             result["peer_died"] = peer_p.tail()
         result.update(usage=usage, load_rc=load_rc,
-                      origin_conns=(accepts1 - accepts0) if None not in (accepts0, accepts1) else None)
+                      origin_conns=(accepts1 - accepts0) if None not in (accepts0, accepts1) else None,
+                      origin_requests=(requests1 - requests0) if None not in (requests0, requests1) else None)
         if load_rc != 0:
             raise RuntimeError(f"load generator exited with {load_rc}: {load.tail(5)}")
         if scn.get("mode") == "wrk":
@@ -770,6 +778,7 @@ def summarize(peer, runs):
     s["pss_mib"] = med(col(lambda r: r["usage"]["peak_pss_kb"].get("peer", 0) / 1024 if "peer" in r["usage"]["peak_pss_kb"] else None))
     s["procs"] = max(col(lambda r: r["usage"]["procs"].get("peer", 0)))
     s["origin_conns"] = med(col(lambda r: r["origin_conns"]))
+    s["origin_requests"] = med(col(lambda r: r.get("origin_requests")))
     s["client_conns"] = med(col(lambda r: r.get("client_conns")))
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
@@ -855,12 +864,12 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     L.append("")
     if wrk:
         L.append("| peer | req/s | goodput Mbit/s | latency P50 / P95 / P99 ms | errors | peak RSS MiB (PSS) | "
-                 "peer CPU s / 1k req | origin conns | load-gen CPU % | host busy % |")
+                 "peer CPU s / 1k req | origin conns / req | load-gen CPU % | host busy % |")
         L.append("|---|---|---|---|---|---|---|---|---|---|")
     else:
         L.append("| peer | req/s | goodput Mbit/s | segment TTFB P50 / P95 / P99 ms | segment total P50 / P95 / P99 ms "
                  "| playlist P50 / P99 ms | errors | peak RSS MiB (PSS) | peer CPU s / 1k req (+redis) "
-                 "| origin conns | viewer conns | load-gen CPU % | host busy % |")
+                 "| origin conns / req | viewer conns | load-gen CPU % | host busy % |")
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         if "rps" not in s:
@@ -879,13 +888,13 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         if wrk:
             mark = " ‡" if s.get("loadgen_saturated") else ""
             L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'])} | {fmt_spread(s['goodput'])} | {lat} | {errs} | {rss} "
-                     f"| {cpu} | {fmt(s['origin_conns'])} | {fmt(s['loadgen_cpu_pct'])} | {fmt(s['host_busy_pct'])} |")
+                     f"| {cpu} | {fmt(s['origin_conns'])} / {fmt(s['origin_requests'])} | {fmt(s['loadgen_cpu_pct'])} | {fmt(s['host_busy_pct'])} |")
         else:
             ttfb = " / ".join(fmt(x) for x in s["ttfb_ms"])
             pl = " / ".join(fmt(x) for x in s["playlist_ms"])
             mark = " ‡" if s.get("loadgen_saturated") else ""
             L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'], 1)} | {fmt_spread(s['goodput'])} | {ttfb} | {lat} | {pl} "
-                     f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} | {fmt(s['client_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
+                     f"| {errs} | {rss} | {cpu} | {fmt(s['origin_conns'])} / {fmt(s['origin_requests'])} | {fmt(s['client_conns'])} | {fmt(s['loadgen_cpu_pct'])} "
                      f"| {fmt(s['host_busy_pct'])} |")
     L.append("")
     L.append("Columns: **req/s** = media requests (playlist, key, segment) completed with 2xx/3xx inside the "
@@ -894,8 +903,9 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "**errors** = every failed request of the run by kind (`kind:cause`, `http_NNN` = status); "
              "**peak RSS** = highest sum of RSS over the peer's processes (PSS in brackets: shared pages counted "
              "once); **CPU s / 1k req** = CPU seconds of the peer's processes (utime+stime from /proc) per 1000 "
-             "completed media requests over the whole run, Redis's own CPU in brackets; **origin conns** = TCP "
-             "connections the origin accepted during the run (nginx stub_status); **viewer conns** = TCP connections "
+             "completed media requests over the whole run, Redis's own CPU in brackets; **origin conns / req** = TCP "
+             "connections the origin accepted / requests it answered during the run (nginx stub_status); "
+             "**viewer conns** = TCP connections "
              "the viewers opened (one per viewer unless the peer closed a keep-alive connection); **load-gen CPU %** = the "
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
     if any(s.get("loadgen_saturated") for s in summaries):
