@@ -79,7 +79,7 @@ async def viewer(port, path, chunk, interval, rcvbuf, got, errors):
         writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: slow-viewer/1.0\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
+        if not (head.startswith(b"HTTP/1.") and head[8:13] == b" 200 "):
             errors.append(head.split(b"\r\n", 1)[0].decode(errors="replace"))
             writer.close()
             return
