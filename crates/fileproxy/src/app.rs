@@ -29,7 +29,7 @@ pub struct App {
     /// Shared state.
     pub store: SharedStore,
     /// Where files come from, behind the in-flight gate (SPEC §11).
-    pub origin: GatedOrigin,
+    pub origin: Arc<GatedOrigin>,
     /// The bound on deferred store writes (SPEC §11).
     pub overload: Overload,
     /// The access policy (SPEC §2 steps 2–6, §3, §4).
@@ -52,6 +52,8 @@ pub struct App {
     pub traffic: Arc<Traffic>,
     /// The access log.
     pub access_log: AccessLog,
+    /// The segment cache (SPEC §12); `None` when `cache.max_bytes = 0`.
+    pub cache: Option<Arc<crate::cache::SegmentCache>>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -81,12 +83,12 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         .await
         .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
     let store = TimedStore::wrap(store, Arc::clone(&metrics));
-    let origin = GatedOrigin::new(
+    let origin = Arc::new(GatedOrigin::new(
         Origin::from_config(&config.origin).context("origin")?,
         config.origin.max_in_flight,
         std::time::Duration::from_millis(config.origin.queue_timeout_ms),
         metrics.overload.clone(),
-    );
+    ));
     let overload = Overload::new(config.store.max_background_writes, metrics.overload.clone());
     let policy = Policy::new(&config.auth, store.clone())
         .with_protect(&config.protect)
@@ -106,6 +108,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     .await
     .context("traffic")?;
     let access_log = AccessLog::start(&config.log, metrics.access_log_dropped.clone())?;
+    let cache = crate::cache::SegmentCache::new(&config.cache, metrics.cache.clone());
     let app = Arc::new(App {
         config,
         store,
@@ -121,6 +124,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         window: Window::default(),
         traffic,
         access_log,
+        cache,
     });
     Ok(app)
 }

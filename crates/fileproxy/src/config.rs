@@ -38,6 +38,30 @@ pub struct Config {
     pub log: LogConfig,
     /// Viewer controls: concurrent streams and traffic quota per uid (SPEC §13).
     pub limits: LimitsConfig,
+    /// Segment cache and request coalescing (SPEC §12).
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the in-memory segment cache (SPEC §12).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes of origin answers held in memory (0 = cache off).
+    pub max_bytes: u64,
+    /// Largest object kept; larger ones stream through uncached.
+    pub max_object_bytes: u64,
+    /// Lifetime of a cached playlist in milliseconds (0 = playlists never cached).
+    pub playlist_ttl_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 268_435_456,
+            max_object_bytes: 33_554_432,
+            playlist_ttl_ms: 0,
+        }
+    }
 }
 
 /// `[server]`: listeners, connection limits and shutdown.

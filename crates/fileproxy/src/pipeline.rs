@@ -100,9 +100,8 @@ async fn proxy(
         viewer.expires.as_deref(),
     );
     let origin_req = upstream_request(ctx, req, &viewer, allow.class, signing.is_some());
-    let answer = app
-        .origin
-        .fetch(origin_req)
+    // The segment cache (SPEC §12) answers here when it can, behind the policy.
+    let answer = crate::cache::fetch(app.cache.as_ref(), &app.origin, origin_req)
         .await
         .map_err(|error| Failure::Origin {
             error,

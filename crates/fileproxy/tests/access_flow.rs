@@ -748,12 +748,17 @@ async fn safe_key_redirect(kind: Kind) {
 async fn forwarded_for_trust(kind: Kind) {
     let env = Env::new(kind).await;
     let v = Video::put(&env.origin, "abc");
-    // p1 trusts exactly 127.0.0.1; p0 trusts nobody (the default).
-    let p1 = env.start(&env.config());
-    let p0 = env.start(&ProxyConfig {
-        store_url: env.store_url(),
-        ..ProxyConfig::default()
-    });
+    // p1 trusts exactly 127.0.0.1; p0 trusts nobody (the default). No segment cache:
+    // every request must reach the origin to show the address it was sent.
+    let no_cache = "[cache]\nmax_bytes = 0";
+    let p1 = env.start(&env.config().tail(no_cache));
+    let p0 = env.start(
+        &ProxyConfig {
+            store_url: env.store_url(),
+            ..ProxyConfig::default()
+        }
+        .tail(no_cache),
+    );
     for p in [&p1, &p0] {
         admit(p, "u1", &v.playlist, "198.51.100.7", CHROME).await;
     }

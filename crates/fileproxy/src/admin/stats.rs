@@ -84,6 +84,7 @@ pub fn handle(app: &App) -> Response<Body> {
             "store": percentiles_ms(&t.store),
         },
         "breakdown": app.metrics.breakdown(),
+        "cache": app.metrics.cache.stats(),
     });
     if let (serde_json::Value::Object(m), serde_json::Value::Object(w)) =
         (&mut body, app.window.views(&t))

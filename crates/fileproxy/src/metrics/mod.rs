@@ -294,6 +294,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Counters of the SPEC §11 bounds (connections, origin slots, background writes).
     pub overload: crate::overload::OverloadMetrics,
+    /// The segment cache's figures (SPEC §12).
+    pub cache: crate::cache::CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -445,6 +447,8 @@ impl Metrics {
             access_log_dropped.clone(),
         );
         let overload = crate::overload::OverloadMetrics::register(&mut registry);
+        let cache = crate::cache::CacheMetrics::default();
+        cache.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -467,6 +471,7 @@ impl Metrics {
             traffic_spool_errors,
             access_log_dropped,
             overload,
+            cache,
         }
     }
 

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 
+pub(crate) mod conditional;
 pub mod file;
 pub mod http_origin;
 

@@ -5,7 +5,11 @@
 //! (`%2F` decoded, empty segments and `;` parameters dropped, `.bak` stripped, case
 //! ignored); `/redirect/<name>` answers `302` to `http://<Host>/files/<name>`;
 //! `/hang/...` accepts and never answers; `/trickle/...` sends a byte every
-//! 100 ms forever; anything else is 404. It counts accepted and open connections.
+//! 100 ms forever; `/gen/<n>` (and `/slow/<n>`, in 10 chunks 200 ms apart) stream `n`
+//! pattern bytes, `/nostore/<n>` and `/private/<n>` the same with that
+//! `Cache-Control`, `/chunked/<n>` without a length; while `fail_mid` is set those
+//! bodies fail half-way. Anything else is 404. It counts accepted and open connections
+//! and records every request.
 
 #![allow(dead_code)]
 
@@ -36,6 +40,10 @@ pub struct OriginState {
     pub last_headers: Mutex<Option<http::HeaderMap>>,
     /// Method and path of every request, in order.
     pub requests: Mutex<Vec<(http::Method, String)>>,
+    /// While set, generated bodies fail after half their bytes.
+    pub fail_mid: std::sync::atomic::AtomicBool,
+    /// `/gated/<n>` bodies send their first half, then wait until this is set.
+    pub release: std::sync::atomic::AtomicBool,
 }
 
 /// A running test origin.
@@ -97,6 +105,12 @@ impl TestOrigin {
             .insert(name.to_string(), content.into());
     }
 
+    /// How many requests for `path` arrived so far.
+    pub fn count(&self, path: &str) -> usize {
+        let seen = self.state.requests.lock().expect("lock");
+        seen.iter().filter(|(_, p)| p == path).count()
+    }
+
     /// `http://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -107,7 +121,7 @@ fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|n| match n {}).boxed()
 }
 
-async fn route(st: &OriginState, req: Request<Incoming>) -> Response<Body> {
+async fn route(st: &Arc<OriginState>, req: Request<Incoming>) -> Response<Body> {
     *st.last_headers.lock().expect("lock") = Some(req.headers().clone());
     let path = req.uri().path().to_string();
     st.requests
@@ -127,11 +141,31 @@ async fn route(st: &OriginState, req: Request<Incoming>) -> Response<Body> {
         });
         return Response::new(StreamBody::new(s).boxed());
     }
+    let fail = st.fail_mid.load(Ordering::SeqCst);
     if let Some(n) = path.strip_prefix("/gen/").and_then(leading_number) {
-        return generated(n, Duration::ZERO);
+        return generated(n, Duration::ZERO, fail);
     }
     if let Some(n) = path.strip_prefix("/slow/").and_then(leading_number) {
-        return generated(n, Duration::from_millis(200));
+        return generated(n, Duration::from_millis(200), fail);
+    }
+    for (prefix, cc) in [
+        ("/nostore/", "no-store"),
+        ("/private/", "private, max-age=60"),
+    ] {
+        if let Some(n) = path.strip_prefix(prefix).and_then(leading_number) {
+            let mut r = generated(n, Duration::ZERO, fail);
+            r.headers_mut()
+                .insert("cache-control", cc.parse().expect("hv"));
+            return r;
+        }
+    }
+    if let Some(n) = path.strip_prefix("/gated/").and_then(leading_number) {
+        return gated(n, Arc::clone(st));
+    }
+    if let Some(n) = path.strip_prefix("/chunked/").and_then(leading_number) {
+        let mut r = generated(n, Duration::ZERO, fail);
+        r.headers_mut().remove("content-length");
+        return r;
     }
     if let Some(rest) = path.strip_prefix("/redirect/") {
         // Points back at the origin itself, as an origin behind FileProxy would.
@@ -238,8 +272,9 @@ fn leading_number(s: &str) -> Option<u64> {
 }
 
 /// Streams `n` bytes of a repeating pattern in 64 KiB chunks (or 10 chunks with a
-/// pause between them when `pause` is non-zero) without holding them in memory.
-fn generated(n: u64, pause: Duration) -> Response<Body> {
+/// pause between them when `pause` is non-zero) without holding them in memory; with
+/// `fail`, the body errors once half the bytes are out.
+fn generated(n: u64, pause: Duration, fail: bool) -> Response<Body> {
     let chunk: u64 = if pause.is_zero() {
         64 * 1024
     } else {
@@ -256,6 +291,9 @@ fn generated(n: u64, pause: Duration) -> Response<Body> {
             if sent >= n {
                 return None;
             }
+            if fail && sent >= n / 2 {
+                return Some((Err(std::io::Error::other("origin failed mid-body")), n));
+            }
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
@@ -263,6 +301,35 @@ fn generated(n: u64, pause: Duration) -> Response<Body> {
             let start = (sent % 251) as usize;
             let data = pattern.slice(start..start + len as usize);
             Some((Ok::<_, std::io::Error>(Frame::data(data)), sent + len))
+        }
+    });
+    let mut r = Response::new(StreamBody::new(s).boxed());
+    r.headers_mut()
+        .insert("content-length", n.to_string().parse().expect("hv"));
+    r
+}
+
+/// `n` pattern bytes in two halves: the first at once, the second once
+/// `state.release` is set (checked every 10 ms).
+fn gated(n: u64, state: Arc<OriginState>) -> Response<Body> {
+    let half = n / 2;
+    let piece =
+        |from: u64, to: u64| -> Bytes { (from..to).map(pattern_byte).collect::<Vec<u8>>().into() };
+    let first = piece(0, half);
+    let second = piece(half, n);
+    let s = futures_util::stream::unfold(0u8, move |step| {
+        let (first, second, state) = (first.clone(), second.clone(), state.clone());
+        async move {
+            match step {
+                0 => Some((Ok::<_, std::io::Error>(Frame::data(first)), 1)),
+                1 => {
+                    while !state.release.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Some((Ok(Frame::data(second)), 2))
+                }
+                _ => None,
+            }
         }
     });
     let mut r = Response::new(StreamBody::new(s).boxed());

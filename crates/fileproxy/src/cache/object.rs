@@ -1,0 +1,380 @@
+//! One cached origin answer: its head, and its body as a list of shared immutable
+//! chunks that grows while the fill runs. Readers (viewers' response bodies) walk the
+//! list and wait on a `watch` channel for more; a late reader first gets the chunks
+//! already received. N readers of one object share one copy of its bytes.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::{watch, Notify};
+
+use crate::origin::conditional::Validators;
+use crate::origin::OriginBody;
+
+/// How far a fill has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// Chunks are still arriving.
+    Filling,
+    /// Every byte arrived.
+    Complete,
+    /// The origin failed mid-way (or the fill was abandoned): readers error out.
+    Failed,
+}
+
+/// The mutable part of an object.
+#[derive(Debug)]
+struct FillState {
+    /// Chunks not trimmed, in order; `chunks[0]` has absolute index `base`.
+    chunks: VecDeque<Bytes>,
+    /// Absolute index of `chunks[0]` (non-zero only once trimmed).
+    base: usize,
+    /// Bytes received so far.
+    received: u64,
+    /// Bytes in `chunks`.
+    buffered: u64,
+    /// Fill progress.
+    end: End,
+    /// Still in the cache index. Once not, chunks every reader has passed are freed.
+    cached: bool,
+    /// Reader id → absolute index of the next chunk it reads.
+    cursors: HashMap<u64, usize>,
+    /// Next reader id.
+    next_reader: u64,
+}
+
+/// A cached (or being cached) origin `200` answer.
+#[derive(Debug)]
+pub(crate) struct Object {
+    /// The origin's response headers.
+    pub(crate) headers: HeaderMap,
+    /// The body length the origin announced, if any.
+    pub(crate) len: Option<u64>,
+    /// `ETag` / `Last-Modified` of the answer.
+    pub(crate) validators: Validators,
+    /// When the object stops being served from the cache (`max-age`, playlist TTL).
+    pub(crate) expires: Option<Instant>,
+    /// Chunks and progress.
+    state: Mutex<FillState>,
+    /// Bumped on every new chunk and at the end of the fill.
+    progress: watch::Sender<u64>,
+    /// Signalled when a reader advances or leaves (an uncached fill waits on it).
+    drained: Notify,
+}
+
+impl Object {
+    /// A new, empty object being filled.
+    pub(crate) fn new(headers: HeaderMap, len: Option<u64>, expires: Option<Instant>) -> Self {
+        Object {
+            validators: Validators::from_headers(&headers),
+            headers,
+            len,
+            expires,
+            state: Mutex::new(FillState {
+                chunks: VecDeque::new(),
+                base: 0,
+                received: 0,
+                buffered: 0,
+                end: End::Filling,
+                cached: true,
+                cursors: HashMap::new(),
+                next_reader: 0,
+            }),
+            progress: watch::Sender::new(0),
+            drained: Notify::new(),
+        }
+    }
+
+    /// Locks the state (a poisoned lock is still usable: the state stays consistent
+    /// between statements).
+    fn state(&self) -> MutexGuard<'_, FillState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Appends a chunk and wakes the readers.
+    pub(crate) fn push(&self, chunk: Bytes) {
+        {
+            let mut st = self.state();
+            st.received += chunk.len() as u64;
+            st.buffered += chunk.len() as u64;
+            st.chunks.push_back(chunk);
+        }
+        self.progress.send_modify(|v| *v += 1);
+    }
+
+    /// Ends the fill (complete or failed) and wakes the readers.
+    pub(crate) fn finish(&self, end: End) {
+        {
+            let mut st = self.state();
+            if st.end == End::Filling {
+                st.end = end;
+            }
+        }
+        self.progress.send_modify(|v| *v += 1);
+    }
+
+    /// How the fill stands.
+    pub(crate) fn end(&self) -> End {
+        self.state().end
+    }
+
+    /// Bytes received so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.state().received
+    }
+
+    /// The body size when known: announced, or counted once complete.
+    pub(crate) fn size(&self) -> Option<u64> {
+        let st = self.state();
+        match (self.len, st.end) {
+            (Some(n), _) => Some(n),
+            (None, End::Complete) => Some(st.received),
+            _ => None,
+        }
+    }
+
+    /// Marks the object as no longer in the cache: from now on chunks every reader
+    /// has passed are freed.
+    pub(crate) fn uncache(&self) {
+        let mut st = self.state();
+        st.cached = false;
+        trim(&mut st);
+    }
+
+    /// Bytes held for readers and number of readers (what an uncached fill waits on).
+    pub(crate) fn backlog(&self) -> (u64, usize) {
+        let st = self.state();
+        (st.buffered, st.cursors.len())
+    }
+
+    /// Waits until a reader advances or leaves, checking `ready` first (no missed
+    /// wake-up: the waiter is registered before the check).
+    pub(crate) async fn wait_drained(&self, ready: impl Fn(u64, usize) -> bool) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (buffered, readers) = self.backlog();
+            if ready(buffered, readers) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Reserves a reader's place at the start of the body before the reader exists
+    /// (so a fill that leaves the cache does not free chunks it will need).
+    pub(crate) fn seat(self: &Arc<Self>) -> Seat {
+        let mut st = self.state();
+        let id = st.next_reader;
+        st.next_reader += 1;
+        st.cursors.insert(id, 0);
+        Seat {
+            obj: Arc::clone(self),
+            id: Some(id),
+        }
+    }
+
+    /// A reader of bytes `start..end` (`end = None`: to the end of the body), in
+    /// `seat` when given.
+    pub(crate) fn reader(
+        self: &Arc<Self>,
+        seat: Option<Seat>,
+        start: u64,
+        end: Option<u64>,
+    ) -> Reader {
+        let mut seat = seat.unwrap_or_else(|| self.seat());
+        let id = seat.id.take().unwrap_or(u64::MAX);
+        Reader {
+            obj: Arc::clone(self),
+            id,
+            next: 0,
+            offset: 0,
+            start,
+            end: end.unwrap_or(u64::MAX),
+            progress: self.progress.subscribe(),
+        }
+    }
+}
+
+/// A reader's reserved place; released on drop unless a reader took it.
+pub(crate) struct Seat {
+    /// The object.
+    obj: Arc<Object>,
+    /// The reserved cursor id (taken by the reader).
+    id: Option<u64>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let mut st = self.obj.state();
+            st.cursors.remove(&id);
+            trim(&mut st);
+            drop(st);
+            self.obj.drained.notify_waiters();
+        }
+    }
+}
+
+/// Frees the chunks every reader has passed (only once the object left the cache).
+fn trim(st: &mut FillState) {
+    if st.cached {
+        return;
+    }
+    let min = st.cursors.values().copied().min().unwrap_or(usize::MAX);
+    while st.base < min {
+        let Some(c) = st.chunks.pop_front() else {
+            break;
+        };
+        st.buffered -= c.len() as u64;
+        st.base += 1;
+    }
+}
+
+/// One viewer's walk through an object's chunks.
+pub(crate) struct Reader {
+    /// The object read.
+    obj: Arc<Object>,
+    /// This reader's id among the object's cursors.
+    id: u64,
+    /// Absolute index of the next chunk.
+    next: usize,
+    /// Absolute byte offset of chunk `next`.
+    offset: u64,
+    /// First byte wanted.
+    start: u64,
+    /// One past the last byte wanted.
+    end: u64,
+    /// Fill progress notifications.
+    progress: watch::Receiver<u64>,
+}
+
+impl Reader {
+    /// The next piece of the wanted range; `None` at its end.
+    pub(crate) async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if self.offset >= self.end {
+                return None;
+            }
+            // Marked seen before looking, so a chunk pushed after the look wakes us.
+            self.progress.borrow_and_update();
+            {
+                let mut st = self.obj.state();
+                if self.next < st.base {
+                    return Some(Err(io::Error::other(
+                        "cached object was released before this reader started",
+                    )));
+                }
+                if let Some(chunk) = st.chunks.get(self.next - st.base).cloned() {
+                    self.next += 1;
+                    st.cursors.insert(self.id, self.next);
+                    if !st.cached {
+                        trim(&mut st);
+                        self.obj.drained.notify_waiters();
+                    }
+                    drop(st);
+                    let chunk_start = self.offset;
+                    self.offset += chunk.len() as u64;
+                    let from = self.start.saturating_sub(chunk_start);
+                    let to = (self.end - chunk_start).min(chunk.len() as u64);
+                    if from >= to {
+                        continue;
+                    }
+                    return Some(Ok(chunk.slice(from as usize..to as usize)));
+                }
+                match st.end {
+                    End::Complete => return None,
+                    End::Failed => {
+                        return Some(Err(io::Error::other(
+                            "origin failed while the cache was filling",
+                        )))
+                    }
+                    End::Filling => {}
+                }
+            }
+            if self.progress.changed().await.is_err() {
+                return Some(Err(io::Error::other("cache fill ended")));
+            }
+        }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut st = self.obj.state();
+        st.cursors.remove(&self.id);
+        trim(&mut st);
+        drop(st);
+        self.obj.drained.notify_waiters();
+    }
+}
+
+/// A response body streaming `len` bytes (when known) from a [`Reader`].
+pub(crate) fn body(
+    reader: Reader,
+    len: Option<u64>,
+    served: prometheus_client::metrics::counter::Counter,
+) -> OriginBody {
+    let stream = futures_util::stream::unfold(reader, |mut r| async move {
+        r.next().await.map(|item| (item.map(Frame::data), r))
+    });
+    CachedBody {
+        inner: http_body_util::StreamBody::new(stream).boxed_unsync(),
+        remaining: len,
+        served,
+    }
+    .boxed_unsync()
+}
+
+/// Counts served bytes and reports an exact size when known.
+struct CachedBody {
+    /// The chunk stream.
+    inner: OriginBody,
+    /// Bytes still to come, when known.
+    remaining: Option<u64>,
+    /// `cache_served_bytes`.
+    served: prometheus_client::metrics::counter::Counter,
+}
+
+impl Body for CachedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                this.served.inc_by(n);
+                if let Some(r) = this.remaining.as_mut() {
+                    *r = r.saturating_sub(n);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}

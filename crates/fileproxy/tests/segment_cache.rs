@@ -1,0 +1,362 @@
+//! The segment cache and request coalescing of SPEC §12, end to end: the real binary
+//! in front of a real loopback origin that records every request it gets (and a real
+//! folder for the file origin). Paths use skip-validation suffixes (`.png`) except in
+//! the policy test, which goes through the whole access flow.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::access::{ProxyConfig, Video, Viewer, CHROME};
+use support::origin::{pattern_byte, TestOrigin};
+use support::proxy::Proxy;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .user_agent("fileproxy-test/1.0")
+        .build()
+        .expect("client")
+}
+
+fn pattern(n: u64) -> Vec<u8> {
+    (0..n).map(pattern_byte).collect()
+}
+
+/// A proxy with `[cache]` lines in front of `origin_url`.
+fn proxy(origin_url: &str, cache: &str) -> Proxy {
+    Proxy::start(origin_url, "", &format!("[cache]\n{cache}\n"))
+}
+
+async fn get(p: &Proxy, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut rb = client().get(p.url(path));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.expect("request")
+}
+
+async fn json(p: &Proxy, path: &str) -> serde_json::Value {
+    get(p, path, &[("authorization", "Bearer test-admin-token")])
+        .await
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Polls `f` until it holds (10 s at most).
+async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..500 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_fetch_and_waiters_stream_before_the_end() {
+    let origin = TestOrigin::start().await;
+    let p = proxy(&origin.url(), "");
+    let n: u64 = 400_000;
+    let path = "/gated/400000.png";
+    // Eight viewers ask at once; the origin sends the first half and then holds.
+    let mut bodies = Vec::new();
+    for _ in 0..8 {
+        bodies.push(tokio::spawn({
+            let url = p.url(path);
+            async move { client().get(url).send().await.expect("send") }
+        }));
+    }
+    let mut streams = Vec::new();
+    for b in bodies {
+        let r = b.await.expect("join");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.content_length(), Some(n));
+        streams.push(r.bytes_stream());
+    }
+    // Every viewer receives the first half while the origin has not finished.
+    let mut got = vec![Vec::new(); streams.len()];
+    for (s, g) in streams.iter_mut().zip(got.iter_mut()) {
+        while (g.len() as u64) < n / 2 {
+            let chunk = s.next().await.expect("more bytes").expect("chunk");
+            g.extend_from_slice(&chunk);
+        }
+    }
+    assert!(!origin.state.release.load(Ordering::SeqCst));
+    // A viewer joining late first gets what already arrived.
+    let mut late = get(&p, path, &[]).await.bytes_stream();
+    let mut late_got = Vec::new();
+    while (late_got.len() as u64) < n / 2 {
+        late_got.extend_from_slice(&late.next().await.expect("late bytes").expect("chunk"));
+    }
+    origin.state.release.store(true, Ordering::SeqCst);
+    for (s, g) in streams.iter_mut().zip(got.iter_mut()) {
+        while let Some(chunk) = s.next().await {
+            g.extend_from_slice(&chunk.expect("chunk"));
+        }
+        assert!(*g == pattern(n), "viewer got the whole object");
+    }
+    while let Some(chunk) = late.next().await {
+        late_got.extend_from_slice(&chunk.expect("chunk"));
+    }
+    assert!(late_got == pattern(n));
+    assert_eq!(origin.count(path), 1, "one origin fetch for nine viewers");
+    let stats = json(&p, "/stats").await;
+    let cache = &stats["cache"];
+    assert_eq!(cache["misses"], 1, "{cache}");
+    assert_eq!(cache["coalesced"], 8, "{cache}");
+    assert_eq!(cache["origin_bytes"], n, "{cache}");
+    assert_eq!(cache["served_bytes"], 9 * n, "{cache}");
+    // Complete now: a hit.
+    assert!(get(&p, path, &[]).await.bytes().await.unwrap() == pattern(n));
+    assert_eq!(origin.count(path), 1);
+    let stats = json(&p, "/stats").await;
+    assert_eq!(stats["cache"]["hits"], 1);
+    assert!(stats["cache"]["hit_ratio"].as_f64().unwrap() > 0.8);
+    let metrics = get(
+        &p,
+        "/metrics",
+        &[("authorization", "Bearer test-admin-token")],
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    for name in [
+        "fileproxy_cache_hits_total 1",
+        "fileproxy_cache_misses_total 1",
+        "fileproxy_cache_coalesced_total 8",
+        "fileproxy_cache_evictions_total 0",
+        "fileproxy_cache_held_bytes 400000",
+    ] {
+        assert!(metrics.contains(name), "{name} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_fill_fails_its_viewers_and_is_not_cached() {
+    let origin = TestOrigin::start().await;
+    let p = proxy(&origin.url(), "");
+    let path = "/gen/1000000.png";
+    origin.state.fail_mid.store(true, Ordering::SeqCst);
+    let r = get(&p, path, &[]).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.is_err(), "a failed fill cuts the body");
+    origin.state.fail_mid.store(false, Ordering::SeqCst);
+    let body = get(&p, path, &[]).await.bytes().await.expect("whole body");
+    assert!(body == pattern(1_000_000));
+    assert_eq!(origin.count(path), 2, "the failed fill was not kept");
+    let body = get(&p, path, &[]).await.bytes().await.expect("cached body");
+    assert!(body == pattern(1_000_000));
+    assert_eq!(origin.count(path), 2, "the good fill was kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncacheable_answers_stream_through() {
+    let origin = TestOrigin::start().await;
+    let p = proxy(&origin.url(), "max_object_bytes = 100000");
+    for (path, n, cached) in [
+        ("/nostore/5000.png", 5000, false),
+        ("/private/5000.png", 5000, false),
+        // Announced length over max_object_bytes.
+        ("/gen/300000.png", 300_000, false),
+        // Unknown length that turns out too large: caching stops, the viewer still
+        // gets every byte.
+        ("/chunked/300000.png", 300_000, false),
+        // Unknown length within the bound: cached.
+        ("/chunked/50000.png", 50_000, true),
+        ("/gen/50000.png", 50_000, true),
+    ] {
+        for _ in 0..2 {
+            let r = get(&p, path, &[]).await;
+            assert_eq!(r.status(), 200, "{path}");
+            let body = r.bytes().await.expect("body");
+            assert!(body == pattern(n), "{path}: every byte");
+        }
+        let want = if cached { 1 } else { 2 };
+        assert_eq!(origin.count(path), want, "{path}");
+    }
+    // A 404 is not cached either.
+    for _ in 0..2 {
+        assert_eq!(get(&p, "/files/none.png", &[]).await.status(), 404);
+    }
+    assert_eq!(origin.count("/files/none.png"), 2);
+    let stats = json(&p, "/stats").await;
+    assert_eq!(stats["cache"]["held_bytes"], 100_000, "{}", stats["cache"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_and_conditionals_are_answered_from_the_cached_object() {
+    let origin = TestOrigin::start().await;
+    let content: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    origin.put("a.png", content.clone());
+    let p = proxy(&origin.url(), "");
+    let path = "/files/a.png";
+    let r = get(&p, path, &[]).await;
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), content.as_slice());
+
+    let r = get(&p, path, &[("range", "bytes=10-19")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-range"], "bytes 10-19/100000");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &content[10..20]);
+
+    let r = get(&p, path, &[("range", "bytes=-5")]).await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &content[99_995..]);
+
+    let r = get(&p, path, &[("range", "bytes=200000-")]).await;
+    assert_eq!(r.status(), 416);
+    assert_eq!(r.headers()["content-range"], "bytes */100000");
+
+    let r = get(&p, path, &[("if-none-match", &etag)]).await;
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"], etag.as_str());
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // If-Range with another tag: the whole object.
+    let r = get(
+        &p,
+        path,
+        &[("range", "bytes=0-9"), ("if-range", "\"other\"")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), 100_000);
+
+    let r = client().head(p.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "100000");
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    assert_eq!(origin.count(path), 1, "all answered from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_still_refuses_a_viewer_not_admitted_to_a_cached_object() {
+    let origin = TestOrigin::start().await;
+    let v = Video::put(&origin, "cachedvid");
+    let p = ProxyConfig::trusting_loopback("memory://").start(&origin.url());
+    let admitted = Viewer::new("198.51.100.7", CHROME);
+    admitted.admit(&p, "u1", &v.playlist).await;
+    for _ in 0..2 {
+        let r = admitted.get(&p, &v.seg0).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.body, v.seg0_body);
+    }
+    assert_eq!(origin.count(&v.seg0), 1, "the second fetch was a hit");
+    let stranger = Viewer::new("203.0.113.9", CHROME);
+    let r = stranger.get(&p, &v.seg0).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.body != v.seg0_body);
+    assert_eq!(origin.count(&v.seg0), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_bytes_evicts_least_recently_used() {
+    let origin = TestOrigin::start().await;
+    let p = proxy(&origin.url(), "max_bytes = 300000");
+    let fetch = |name: &'static str| {
+        let p = &p;
+        async move {
+            let path = format!("/gen/100000-{name}.png");
+            let body = get(p, &path, &[]).await.bytes().await.unwrap();
+            assert!(body == pattern(100_000), "{path}");
+        }
+    };
+    let count = |name: &str| origin.count(&format!("/gen/100000-{name}.png"));
+    fetch("a").await;
+    fetch("b").await;
+    fetch("c").await;
+    fetch("a").await; // a is now the most recently used
+    fetch("d").await; // evicts b
+    assert_eq!(
+        (count("a"), count("b"), count("c"), count("d")),
+        (1, 1, 1, 1)
+    );
+    fetch("a").await;
+    fetch("c").await;
+    fetch("d").await;
+    assert_eq!(
+        (count("a"), count("c"), count("d")),
+        (1, 1, 1),
+        "a, c, d kept"
+    );
+    fetch("b").await;
+    assert_eq!(count("b"), 2, "b was evicted");
+    let stats = json(&p, "/stats").await;
+    assert_eq!(stats["cache"]["evictions"], 2, "{}", stats["cache"]);
+    assert_eq!(stats["cache"]["held_bytes"], 300_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_bytes_zero_turns_the_cache_off() {
+    let origin = TestOrigin::start().await;
+    let p = proxy(&origin.url(), "max_bytes = 0");
+    for _ in 0..2 {
+        let body = get(&p, "/gen/1000.png", &[]).await.bytes().await.unwrap();
+        assert!(body == pattern(1000));
+    }
+    assert_eq!(origin.count("/gen/1000.png"), 2);
+}
+
+/// A viewer that reads nothing keeps its response open; with the cache the origin
+/// fetch still finishes (in_flight back to 0), without it the origin stays busy.
+async fn slow_viewer_does_not_pin_the_origin(origin_url: &str, path: &str) {
+    for (cache, pinned) in [("", false), ("max_bytes = 0", true)] {
+        let p = proxy(origin_url, cache);
+        let r = get(&p, path, &[]).await;
+        assert_eq!(r.status(), 200);
+        let mut stalled = r.bytes_stream();
+        let first = stalled.next().await.expect("bytes").expect("chunk");
+        assert!(!first.is_empty());
+        let health = |p: &Proxy| {
+            let url = p.url("/health");
+            async move {
+                let h: serde_json::Value = client()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                h["origin"]["in_flight"].as_u64().unwrap()
+            }
+        };
+        if pinned {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(
+                health(&p).await,
+                1,
+                "without the cache the viewer pins the fetch"
+            );
+        } else {
+            eventually(
+                "origin fetch complete while the viewer stalls",
+                async || health(&p).await == 0,
+            )
+            .await;
+        }
+        drop(stalled);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_viewer_does_not_pin_an_http_origin_connection() {
+    let origin = TestOrigin::start().await;
+    slow_viewer_does_not_pin_the_origin(&origin.url(), "/gen/16000000.png").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_viewer_does_not_pin_a_file_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big.png"), pattern(16_000_000)).unwrap();
+    let url = format!("file://{}", dir.path().display());
+    slow_viewer_does_not_pin_the_origin(&url, "/big.png").await;
+}
