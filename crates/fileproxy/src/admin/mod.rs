@@ -95,7 +95,7 @@ pub async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         return views::route(app, &req).await;
     }
     let mut resp = match req.uri().path() {
-        "/metrics" => metrics::handle(app),
+        "/metrics" => metrics::handle(app, &req),
         "/stats" => stats::handle(app),
         "/traffic" => traffic::handle(app, &req),
         "/probe/backend" => probe::handle(app, &req).await,
