@@ -892,12 +892,15 @@ fn remove_offending_key(
 
 /// Applies `FILEPROXY_<SECTION>__<KEY>[__<SUBKEY>]` variables onto the parsed table.
 ///
-/// Values are parsed as TOML (so `true`, `42`, `["a","b"]` work); anything that does
-/// not parse as TOML is taken as a plain string.
+/// A string-typed key takes the value as it is (`FILEPROXY_AUTH__SECRET=12345`, a
+/// date-like value, or `"abc"` with its quotes); any other key's value is parsed as
+/// TOML (so `true`, `42`, `["a","b"]`, `{ qq = 2 }` work), falling back to a plain string
+/// (which then fails as a type error naming the key).
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<(), ConfigError> {
+    let defaults = toml::Value::try_from(Config::default()).ok();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -907,7 +910,15 @@ fn apply_env_overrides(
             // FILEPROXY_CONFIG and similar single-word variables are not key overrides.
             continue;
         }
-        let value = parse_env_value(raw);
+        let string_typed = defaults
+            .as_ref()
+            .and_then(|d| parts.iter().try_fold(d, |v, p| v.get(p.as_str())))
+            .is_some_and(toml::Value::is_str);
+        let value = if string_typed {
+            toml::Value::String(raw.clone())
+        } else {
+            parse_env_value(raw)
+        };
         let mut cur = &mut *table;
         for p in &parts[..parts.len() - 1] {
             let entry = cur
@@ -1040,6 +1051,54 @@ mod tests {
     }
 
     #[test]
+    fn string_keys_take_env_values_verbatim() {
+        let c = load(
+            "",
+            &[
+                ("FILEPROXY_AUTH__SECRET", "12345"),
+                ("FILEPROXY_AUTH__WHITELIST_API_KEY", "1979-05-27T07:32:00Z"),
+                ("FILEPROXY_AUTH__ADMIN_TOKEN", "\"abc\""),
+                ("FILEPROXY_TRAFFIC__API_KEY", "true"),
+                ("FILEPROXY_TRAFFIC__WORKER_ID", "[1, 2]"),
+                ("FILEPROXY_LOG__LEVEL", "  warn  "),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.auth.secret, "12345");
+        assert_eq!(c.auth.whitelist_api_key, "1979-05-27T07:32:00Z");
+        assert_eq!(c.auth.admin_token, "\"abc\"");
+        assert_eq!(c.traffic.api_key, "true");
+        assert_eq!(c.traffic.worker_id, "[1, 2]");
+        assert_eq!(c.log.level, "  warn  ");
+    }
+
+    #[test]
+    fn non_string_keys_parse_env_values_as_their_type() {
+        let c = load(
+            "",
+            &[
+                ("FILEPROXY_SERVER__MAX_CONNECTIONS", "77"),
+                ("FILEPROXY_AUTH__COOKIE_SECURE", "true"),
+                ("FILEPROXY_AUTH__IPV6_PREFIXES", "[64]"),
+                (
+                    "FILEPROXY_AUTH__PLAYLIST_LIMITS__UNKNOWN",
+                    "{ limit = 4, window_s = 30 }",
+                ),
+                ("FILEPROXY_AUTH__PLAYLIST_LIMITS__BROWSERS__QQ", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, 77);
+        assert!(c.auth.cookie_secure);
+        assert_eq!(c.auth.ipv6_prefixes, vec![64]);
+        assert_eq!(c.auth.playlist_limits.unknown.limit, 4);
+        assert_eq!(c.auth.playlist_limits.unknown.window_s, 30);
+        assert_eq!(c.auth.playlist_limits.browsers.get("qq"), Some(&3));
+        let err = load("", &[("FILEPROXY_SERVER__MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert!(err.to_string().contains("server.max_connections"), "{err}");
+    }
+
+    #[test]
     fn bad_values_each_named() {
         let c = load(
             "[server]\nlisten = \"nowhere\"\ntrusted_proxies = [\"x.y\"]\n[origin]\nurl = \"ftp://a\"\n[store]\nurl = \"mongo://a\"\n",
@@ -1091,6 +1150,11 @@ mod tests {
 /// Every leaf key of the configuration as `section.key` (nested tables joined by `.`),
 /// with its default rendered as TOML — for documentation checks.
 pub fn default_keys() -> Vec<(String, String)> {
+    config_keys(&Config::default()).into_iter().collect()
+}
+
+/// Every leaf key of `cfg` (as [`default_keys`] names them) with its value as TOML.
+pub fn config_keys(cfg: &Config) -> BTreeMap<String, String> {
     fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
         match v {
             toml::Value::Table(t) if !(prefix.ends_with("browsers")) => {
@@ -1107,10 +1171,10 @@ pub fn default_keys() -> Vec<(String, String)> {
         }
     }
     let mut out = Vec::new();
-    if let Ok(v) = toml::Value::try_from(Config::default()) {
+    if let Ok(v) = toml::Value::try_from(cfg) {
         walk("", &v, &mut out);
     }
-    out
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
