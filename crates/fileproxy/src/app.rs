@@ -21,20 +21,25 @@ use crate::store::SharedStore;
 use crate::telemetry::Counters;
 use crate::traffic::Traffic;
 
-/// Everything a request needs, built once at start-up and shared by all connections.
+/// Everything a request needs, built at start-up and shared by all connections.
+///
+/// A `SIGHUP` reload ([`crate::reload`]) builds a new `App` from the new configuration
+/// that shares this one's long-lived parts (store, origin, counters, metrics, traffic,
+/// access log, …: the `Arc` fields) and swaps it in; each request holds the `App` that
+/// was current when it started.
 pub struct App {
     /// The validated configuration.
     pub config: Config,
     /// Shared state.
     pub store: SharedStore,
     /// Where files come from.
-    pub origin: Origin,
+    pub origin: Arc<Origin>,
     /// The access policy (SPEC §2 steps 2–6, §3, §4).
     pub policy: Policy,
     /// Peers whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     /// Live counters.
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     /// Deferred store writes still running (awaited on shutdown).
     pub background: TaskTracker,
     /// SPEC §9 state: playlist rewriting, operator-view events, live transfers.
@@ -44,11 +49,11 @@ pub struct App {
     /// Metrics of SPEC §5 (`/metrics`, `/stats`).
     pub metrics: Arc<Metrics>,
     /// The last minute of figures (`/stats`, `/monitor`).
-    pub window: Window,
+    pub window: Arc<Window>,
     /// Per-uid traffic accounting and reporting.
     pub traffic: Arc<Traffic>,
     /// The access log.
-    pub access_log: AccessLog,
+    pub access_log: Arc<AccessLog>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -94,17 +99,17 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let app = Arc::new(App {
         config,
         store,
-        origin,
+        origin: Arc::new(origin),
         policy,
         trusted,
-        counters: Counters::default(),
+        counters: Arc::default(),
         background: TaskTracker::new(),
         protect,
         started: Instant::now(),
         metrics,
-        window: Window::default(),
+        window: Arc::default(),
         traffic,
-        access_log,
+        access_log: Arc::new(access_log),
     });
     Ok(app)
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, ConnInfo, Surface};
 use crate::config::{ServerConfig, SocketConfig};
 use crate::pipeline;
+use crate::reload::LiveApp;
 use crate::server::sockopt;
 
 /// A bound listener, ready to serve.
@@ -78,13 +79,15 @@ fn http_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves `listener` until `shutdown` fires, then lets open connections finish
-/// for up to `grace` before returning.
+/// for up to `grace` before returning. Listener settings come from the `App` in force
+/// when it starts; each request gets the one in force when it arrives (SIGHUP reload).
 pub async fn serve(
     listener: BoundListener,
-    app: Arc<App>,
+    live: Arc<LiveApp>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    let app = live.current();
     let cfg = &app.config.server;
     let builder = Arc::new(http_builder(cfg));
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
@@ -113,24 +116,25 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        let app = live.current();
         sockopt::tune_accepted(&stream, &app.config.sockets);
         let conn = ConnInfo {
             peer,
             surface,
             tls: listener.tls.is_some(),
         };
-        let app = app.clone();
+        let live = live.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = listener.tls.clone();
         tokio::spawn(async move {
             app.counters.connections.fetch_add(1, Ordering::Relaxed);
             match tls {
-                None => serve_io(stream, conn, app.clone(), &builder, watcher).await,
+                None => serve_io(stream, conn, live, &builder, watcher).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_io(tls_stream, conn, app.clone(), &builder, watcher).await
+                            serve_io(tls_stream, conn, live, &builder, watcher).await
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -154,7 +158,7 @@ pub async fn serve(
 async fn serve_io<I>(
     io: I,
     conn: ConnInfo,
-    app: Arc<App>,
+    live: Arc<LiveApp>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
@@ -163,7 +167,8 @@ async fn serve_io<I>(
     let peer = conn.peer;
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| {
-        let app = app.clone();
+        // The configuration in force when this request starts (SIGHUP swaps it).
+        let app: Arc<App> = live.current();
         let conn = conn.clone();
         async move {
             // A bug must never take the connection (or the process) down with it:
