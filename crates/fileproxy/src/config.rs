@@ -207,7 +207,7 @@ impl Default for PlaylistLimits {
     }
 }
 
-/// `[auth]`: secrets and the access-policy knobs of SPEC §2–4.
+/// `[auth]`: secrets and the access-policy knobs (the viewer flow of `docs/routes.md`).
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -298,7 +298,7 @@ pub struct CorsConfig {
     pub allow_origins: Vec<String>,
 }
 
-/// `[traffic]`: per-uid traffic reporting (SPEC §5).
+/// `[traffic]`: per-uid traffic reporting (`docs/traffic-report.md`).
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrafficConfig {
@@ -351,7 +351,7 @@ impl Default for TrafficConfig {
     }
 }
 
-/// `[protect]`: second-generation protections (SPEC §9).
+/// `[protect]`: second-generation protections (key protection, token replay, admissions).
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectConfig {
@@ -376,7 +376,7 @@ pub struct ProtectConfig {
     pub static_suffixes: Vec<String>,
     /// Enable the front-end (JS) admission API and its fallback rule.
     pub js_whitelist: bool,
-    /// HMAC key of front-end admission signatures.
+    /// HMAC key of front-end admission signatures (required when `js_whitelist = true`).
     pub js_whitelist_secret: String,
     /// Seconds a front-end admission lasts.
     pub js_whitelist_ttl_s: u64,
@@ -951,6 +951,36 @@ fn parse_env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// Every leaf key of the configuration as `section.key` (nested tables joined by `.`),
+/// with its default rendered as TOML — for documentation checks.
+pub fn default_keys() -> Vec<(String, String)> {
+    config_keys(&Config::default()).into_iter().collect()
+}
+
+/// Every leaf key of `cfg` (as [`default_keys`] names them) with its value as TOML.
+pub fn config_keys(cfg: &Config) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) if !(prefix.ends_with("browsers")) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = toml::Value::try_from(cfg) {
+        walk("", &v, &mut out);
+    }
+    out.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,62 +1174,5 @@ mod tests {
     fn redacts_store_password() {
         assert_eq!(redact_url("redis://:pw@h:6379/2"), "redis://***@h:6379/2");
         assert_eq!(redact_url("memory://"), "memory://");
-    }
-}
-
-/// Every leaf key of the configuration as `section.key` (nested tables joined by `.`),
-/// with its default rendered as TOML — for documentation checks.
-pub fn default_keys() -> Vec<(String, String)> {
-    config_keys(&Config::default()).into_iter().collect()
-}
-
-/// Every leaf key of `cfg` (as [`default_keys`] names them) with its value as TOML.
-pub fn config_keys(cfg: &Config) -> BTreeMap<String, String> {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            toml::Value::Table(t) if !(prefix.ends_with("browsers")) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            other => out.push((prefix.to_string(), other.to_string())),
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(v) = toml::Value::try_from(cfg) {
-        walk("", &v, &mut out);
-    }
-    out.into_iter().collect()
-}
-
-#[cfg(test)]
-mod doc_tests {
-    /// README.md documents every configuration key (nginx-style: each with its default).
-    #[test]
-    fn readme_documents_every_key() {
-        let readme = include_str!("../../../README.md");
-        let missing: Vec<String> = super::default_keys()
-            .into_iter()
-            .filter(|(k, _)| !readme.contains(&format!("`{k}`")))
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "README.md lacks config keys:\n{}",
-            missing.join("\n")
-        );
-    }
-
-    #[test]
-    #[ignore = "prints the defaults for writing README.md"]
-    fn dump_defaults() {
-        for (k, v) in super::default_keys() {
-            println!("{k}\t{v}");
-        }
     }
 }
