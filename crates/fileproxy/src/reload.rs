@@ -5,7 +5,9 @@
 //!
 //! What a reload changes: the policy knobs and secrets (`[auth]`, `[protect]` rules,
 //! `[cors]`), `server.trusted_proxies`, socket options of newly accepted connections,
-//! `log.level`, and any key read per request from `app.config`. Keys that only take
+//! `log.level`, the `[traffic]` receiver, key, interval and threshold
+//! ([`crate::traffic::Traffic::reconfigure`]), and any key read per request from
+//! `app.config`. Keys that only take
 //! effect at start ([`RESTART_ONLY`]: listen addresses, TLS files, the store, the
 //! origin, …) keep their running value and are named in a warning when the file
 //! changed them. A file that fails to load or validate changes nothing: the error is
@@ -47,7 +49,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "log.access_log_max_bytes",
     "log.access_log_keep",
     "log.access_log_buffer",
-    "traffic.",
+    "traffic.spool_dir",
+    "traffic.worker_id",
     "protect.event_log_capacity",
     "protect.event_log_ttl_s",
 ];
@@ -92,6 +95,12 @@ impl LiveApp {
         let current = self.current();
         let result = load_new(path).and_then(|new| {
             let plan = plan(&current.config, new)?;
+            if plan.changed.iter().any(|k| k.starts_with("traffic.")) {
+                current
+                    .traffic
+                    .reconfigure(&plan.config.traffic)
+                    .map_err(|e| ReloadError::Apply(format!("{e:#}")))?;
+            }
             if plan.changed.iter().any(|k| k == "log.level") {
                 crate::logging::set_level(&plan.config.log.level)
                     .map_err(|e| ReloadError::Apply(format!("log.level: {e:#}")))?;

@@ -202,6 +202,50 @@ async fn sighup_reload_applies_secrets_and_limits_and_keeps_old_on_a_bad_file() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_changes_traffic_settings() {
+    let origin = TestOrigin::start().await;
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail("[traffic]\ninterval_s = 10\nmin_bytes = 1048576\n")
+        .start(&origin.url());
+    let reporting = |p: &Proxy| {
+        let url = p.url("/traffic");
+        async move {
+            let r = http_client(None)
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("traffic view");
+            let v: serde_json::Value = r.json().await.expect("json");
+            v["reporting"].clone()
+        }
+    };
+    let before = reporting(&p).await;
+    assert_eq!(before["enabled"], false);
+    assert_eq!(before["min_bytes"], 1_048_576);
+    let cfg_path = config_path(&p);
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    let receiver = format!("http://127.0.0.1:{}/report", free_port());
+    std::fs::write(
+        &cfg_path,
+        text.replace("interval_s = 10\n", "interval_s = 3\n")
+            .replace(
+                "min_bytes = 1048576\n",
+                &format!("min_bytes = 4096\nreport_url = \"{receiver}\"\n"),
+            ),
+    )
+    .unwrap();
+    sighup(&p);
+    let log = wait_log(&p, "configuration reloaded (SIGHUP)", 1);
+    assert!(!log.contains("need a restart"), "{log}");
+    let after = reporting(&p).await;
+    assert_eq!(after["enabled"], true, "{after}");
+    assert_eq!(after["min_bytes"], 4096);
+    assert_eq!(after["interval_s"], 3);
+    assert_eq!(after["report_url"], receiver.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_log_level_takes_effect() {
     let origin = TestOrigin::start().await;
     let p = ProxyConfig::trusting_loopback("memory://").start(&origin.url());
