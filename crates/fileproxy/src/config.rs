@@ -587,20 +587,8 @@ impl Config {
         if self.server.max_header_bytes < 1024 {
             errs.push("server.max_header_bytes must be at least 1024".into());
         }
-        match self.origin.url.split_once("://") {
-            Some(("http" | "https", rest)) if !rest.is_empty() => {
-                if self.origin.url.parse::<http::Uri>().is_err() {
-                    errs.push(format!(
-                        "origin.url = {:?}: not a valid URL",
-                        self.origin.url
-                    ));
-                }
-            }
-            Some(("file", rest)) if rest.starts_with('/') => {}
-            _ => errs.push(format!(
-                "origin.url = {:?}: expected http://host:port, https://host:port or file:///folder",
-                self.origin.url
-            )),
+        if let Err(why) = self.origin.url.parse::<crate::origin::url::OriginUrl>() {
+            errs.push(format!("origin.url = {:?}: {why}", self.origin.url));
         }
         for (k, v) in [
             ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
@@ -637,13 +625,9 @@ impl Config {
         if self.origin.buffer_bytes < self.origin.chunk_bytes {
             errs.push("origin.buffer_bytes must be at least origin.chunk_bytes".into());
         }
-        let scheme = self.store.url.split_once("://").map(|(s, _)| s);
-        if !matches!(
-            scheme,
-            Some("memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster")
-        ) {
+        if let Err(why) = self.store.url.parse::<crate::store::url::StoreUrl>() {
             errs.push(format!(
-                "store.url = {:?}: expected memory://, redis://, rediss:// or redis+cluster://",
+                "store.url = {:?}: {why}",
                 redact_url(&self.store.url)
             ));
         }

@@ -16,6 +16,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 
 pub mod file;
 pub mod http_origin;
+pub mod url;
 
 /// A response body as streamed from an origin.
 pub type OriginBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -152,10 +153,10 @@ pub enum Origin {
 impl Origin {
     /// Builds the origin named by `cfg.url`.
     pub fn from_config(cfg: &crate::config::OriginConfig) -> anyhow::Result<Origin> {
-        if let Some(rest) = cfg.url.strip_prefix("file://") {
-            Ok(Origin::File(file::FileOrigin::new(rest, cfg)?))
-        } else {
-            Ok(Origin::Http(http_origin::HttpOrigin::new(cfg)?))
+        match cfg.url.parse::<url::OriginUrl>() {
+            Ok(url::OriginUrl::File(root)) => Ok(Origin::File(file::FileOrigin::new(&root, cfg)?)),
+            Ok(url::OriginUrl::Http(_)) => Ok(Origin::Http(http_origin::HttpOrigin::new(cfg)?)),
+            Err(why) => anyhow::bail!("origin.url = {:?}: {why}", cfg.url),
         }
     }
 
