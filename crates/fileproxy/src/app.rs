@@ -22,7 +22,12 @@ use crate::store::SharedStore;
 use crate::telemetry::Gauges;
 use crate::traffic::Traffic;
 
-/// Everything a request needs, built once at start-up and shared by all connections.
+/// Everything a request needs, built at start-up and shared by all connections.
+///
+/// A `SIGHUP` reload (the `reload` module) builds a new `App` from the new configuration
+/// that shares this one's long-lived parts (store, origin, counters, metrics, traffic,
+/// access log, …: the `Arc` fields) and swaps it in; each request holds the `App` that
+/// was current when it started.
 pub struct App {
     /// The validated configuration.
     pub config: Config,
@@ -31,13 +36,13 @@ pub struct App {
     /// Where files come from, behind the in-flight gate (SPEC §11).
     pub origin: Arc<GatedOrigin>,
     /// The bound on deferred store writes (SPEC §11).
-    pub overload: Overload,
+    pub overload: Arc<Overload>,
     /// The access policy (SPEC §2 steps 2–6, §3, §4).
     pub policy: Policy,
     /// Peers whose forwarding headers are believed.
     pub trusted: TrustedProxies,
     /// Live gauges (connections, transfers).
-    pub gauges: Gauges,
+    pub gauges: Arc<Gauges>,
     /// Deferred store writes still running (awaited on shutdown).
     pub background: TaskTracker,
     /// SPEC §9 state: playlist rewriting, operator-view events, live transfers.
@@ -47,11 +52,11 @@ pub struct App {
     /// Metrics of SPEC §5 (`/metrics`, `/stats`).
     pub metrics: Arc<Metrics>,
     /// The last minute of figures (`/stats`, `/monitor`).
-    pub window: Window,
+    pub window: Arc<Window>,
     /// Per-uid traffic accounting and reporting.
     pub traffic: Arc<Traffic>,
     /// The access log.
-    pub access_log: AccessLog,
+    pub access_log: Arc<AccessLog>,
     /// The segment cache (SPEC §12); `None` when `cache.max_bytes = 0`.
     pub cache: Option<Arc<crate::cache::SegmentCache>>,
 }
@@ -113,17 +118,17 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
         config,
         store,
         origin,
-        overload,
+        overload: Arc::new(overload),
         policy,
         trusted,
-        gauges: Gauges::default(),
+        gauges: Arc::default(),
         background: TaskTracker::new(),
         protect,
         started: Instant::now(),
         metrics,
-        window: Window::default(),
+        window: Arc::default(),
         traffic,
-        access_log,
+        access_log: Arc::new(access_log),
         cache,
     });
     Ok(app)

@@ -30,19 +30,19 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Per-uid traffic reporting.
     pub traffic: TrafficConfig,
-    /// Second-generation protections (SPEC §9).
+    /// Second-generation protections.
     pub protect: ProtectConfig,
     /// Socket tuning of the viewer-facing connections.
     pub sockets: SocketConfig,
     /// Logging.
     pub log: LogConfig,
-    /// Viewer controls: concurrent streams and traffic quota per uid (SPEC §13).
+    /// Viewer controls: concurrent streams and traffic quota per uid.
     pub limits: LimitsConfig,
-    /// Segment cache and request coalescing (SPEC §12).
+    /// Segment cache and request coalescing.
     pub cache: CacheConfig,
 }
 
-/// `[cache]`: the in-memory segment cache (SPEC §12).
+/// `[cache]`: the in-memory segment cache.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
@@ -187,7 +187,7 @@ pub struct StoreConfig {
     /// empty → the bundled public (webpki) roots.
     pub tls_ca_file: String,
     /// Seconds a recent allow decision keeps a viewer's segments, keys and static files
-    /// flowing while the store fails (SPEC §11); 0 = off.
+    /// flowing while the store fails; 0 = off.
     pub outage_grace_s: u64,
     /// Deferred store writes (session extensions) running at once; more are dropped and counted.
     pub max_background_writes: usize,
@@ -205,7 +205,7 @@ impl Default for StoreConfig {
     }
 }
 
-/// One class's playlist limit (SPEC §4).
+/// One class's playlist limit.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClassLimit {
@@ -255,7 +255,7 @@ impl Default for PlaylistLimits {
     }
 }
 
-/// `[auth]`: secrets and the access-policy knobs of SPEC §2–4.
+/// `[auth]`: secrets and the access-policy knobs (the viewer flow of `docs/routes.md`).
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -307,7 +307,7 @@ fn redacted(s: &str) -> &'static str {
     }
 }
 
-/// The default skip-validation suffixes of SPEC §2 step 2.
+/// The default skip-validation suffixes.
 pub fn default_skip_validation_suffixes() -> Vec<String> {
     [
         ".webp", ".php", ".js", ".css", ".ico", ".txt", ".woff", ".woff2", ".ttf", ".png", ".jpg",
@@ -346,7 +346,7 @@ pub struct CorsConfig {
     pub allow_origins: Vec<String>,
 }
 
-/// `[traffic]`: per-uid traffic reporting (SPEC §5).
+/// `[traffic]`: per-uid traffic reporting (`docs/traffic-report.md`).
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrafficConfig {
@@ -403,7 +403,7 @@ impl Default for TrafficConfig {
     }
 }
 
-/// `[protect]`: second-generation protections (SPEC §9).
+/// `[protect]`: second-generation protections (key protection, token replay, admissions).
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectConfig {
@@ -428,7 +428,7 @@ pub struct ProtectConfig {
     pub static_suffixes: Vec<String>,
     /// Enable the front-end (JS) admission API and its fallback rule.
     pub js_whitelist: bool,
-    /// HMAC key of front-end admission signatures.
+    /// HMAC key of front-end admission signatures (required when `js_whitelist = true`).
     pub js_whitelist_secret: String,
     /// Seconds a front-end admission lasts.
     pub js_whitelist_ttl_s: u64,
@@ -515,7 +515,7 @@ impl Default for SocketConfig {
     }
 }
 
-/// `[limits]`: viewer controls per uid, cluster-wide through the store (SPEC §13).
+/// `[limits]`: viewer controls per uid, cluster-wide through the store.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -693,20 +693,8 @@ impl Config {
         if self.server.max_header_bytes < 1024 {
             errs.push("server.max_header_bytes must be at least 1024".into());
         }
-        match self.origin.url.split_once("://") {
-            Some(("http" | "https", rest)) if !rest.is_empty() => {
-                if self.origin.url.parse::<http::Uri>().is_err() {
-                    errs.push(format!(
-                        "origin.url = {:?}: not a valid URL",
-                        self.origin.url
-                    ));
-                }
-            }
-            Some(("file", rest)) if rest.starts_with('/') => {}
-            _ => errs.push(format!(
-                "origin.url = {:?}: expected http://host:port, https://host:port or file:///folder",
-                self.origin.url
-            )),
+        if let Err(why) = self.origin.url.parse::<crate::origin_url::OriginUrl>() {
+            errs.push(format!("origin.url = {:?}: {why}", self.origin.url));
         }
         for (k, v) in [
             ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
@@ -743,13 +731,9 @@ impl Config {
         if self.origin.buffer_bytes < self.origin.chunk_bytes {
             errs.push("origin.buffer_bytes must be at least origin.chunk_bytes".into());
         }
-        let scheme = self.store.url.split_once("://").map(|(s, _)| s);
-        if !matches!(
-            scheme,
-            Some("memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster")
-        ) {
+        if let Err(why) = self.store.url.parse::<crate::store_url::StoreUrl>() {
             errs.push(format!(
-                "store.url = {:?}: expected memory://, redis://, rediss:// or redis+cluster://",
+                "store.url = {:?}: {why}",
                 redact_url(&self.store.url)
             ));
         }
@@ -1004,12 +988,15 @@ fn remove_offending_key(
 
 /// Applies `FILEPROXY_<SECTION>__<KEY>[__<SUBKEY>]` variables onto the parsed table.
 ///
-/// Values are parsed as TOML (so `true`, `42`, `["a","b"]` work); anything that does
-/// not parse as TOML is taken as a plain string.
+/// A string-typed key takes the value as it is (`FILEPROXY_AUTH__SECRET=12345`, a
+/// date-like value, or `"abc"` with its quotes); any other key's value is parsed as
+/// TOML (so `true`, `42`, `["a","b"]`, `{ qq = 2 }` work), falling back to a plain string
+/// (which then fails as a type error naming the key).
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<(), ConfigError> {
+    let defaults = toml::Value::try_from(Config::default()).ok();
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -1019,7 +1006,15 @@ fn apply_env_overrides(
             // FILEPROXY_CONFIG and similar single-word variables are not key overrides.
             continue;
         }
-        let value = parse_env_value(raw);
+        let string_typed = defaults
+            .as_ref()
+            .and_then(|d| parts.iter().try_fold(d, |v, p| v.get(p.as_str())))
+            .is_some_and(toml::Value::is_str);
+        let value = if string_typed {
+            toml::Value::String(raw.clone())
+        } else {
+            parse_env_value(raw)
+        };
         let mut cur = &mut *table;
         for p in &parts[..parts.len() - 1] {
             let entry = cur
@@ -1050,6 +1045,36 @@ fn parse_env_value(raw: &str) -> toml::Value {
             .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
+}
+
+/// Every leaf key of the configuration as `section.key` (nested tables joined by `.`),
+/// with its default rendered as TOML — for documentation checks.
+pub fn default_keys() -> Vec<(String, String)> {
+    config_keys(&Config::default()).into_iter().collect()
+}
+
+/// Every leaf key of `cfg` (as [`default_keys`] names them) with its value as TOML.
+pub fn config_keys(cfg: &Config) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            toml::Value::Table(t) if !(prefix.ends_with("browsers")) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(v) = toml::Value::try_from(cfg) {
+        walk("", &v, &mut out);
+    }
+    out.into_iter().collect()
 }
 
 #[cfg(test)]
@@ -1152,6 +1177,54 @@ mod tests {
     }
 
     #[test]
+    fn string_keys_take_env_values_verbatim() {
+        let c = load(
+            "",
+            &[
+                ("FILEPROXY_AUTH__SECRET", "12345"),
+                ("FILEPROXY_AUTH__WHITELIST_API_KEY", "1979-05-27T07:32:00Z"),
+                ("FILEPROXY_AUTH__ADMIN_TOKEN", "\"abc\""),
+                ("FILEPROXY_TRAFFIC__API_KEY", "true"),
+                ("FILEPROXY_TRAFFIC__WORKER_ID", "[1, 2]"),
+                ("FILEPROXY_LOG__LEVEL", "  warn  "),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.auth.secret, "12345");
+        assert_eq!(c.auth.whitelist_api_key, "1979-05-27T07:32:00Z");
+        assert_eq!(c.auth.admin_token, "\"abc\"");
+        assert_eq!(c.traffic.api_key, "true");
+        assert_eq!(c.traffic.worker_id, "[1, 2]");
+        assert_eq!(c.log.level, "  warn  ");
+    }
+
+    #[test]
+    fn non_string_keys_parse_env_values_as_their_type() {
+        let c = load(
+            "",
+            &[
+                ("FILEPROXY_SERVER__MAX_CONNECTIONS", "77"),
+                ("FILEPROXY_AUTH__COOKIE_SECURE", "true"),
+                ("FILEPROXY_AUTH__IPV6_PREFIXES", "[64]"),
+                (
+                    "FILEPROXY_AUTH__PLAYLIST_LIMITS__UNKNOWN",
+                    "{ limit = 4, window_s = 30 }",
+                ),
+                ("FILEPROXY_AUTH__PLAYLIST_LIMITS__BROWSERS__QQ", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, 77);
+        assert!(c.auth.cookie_secure);
+        assert_eq!(c.auth.ipv6_prefixes, vec![64]);
+        assert_eq!(c.auth.playlist_limits.unknown.limit, 4);
+        assert_eq!(c.auth.playlist_limits.unknown.window_s, 30);
+        assert_eq!(c.auth.playlist_limits.browsers.get("qq"), Some(&3));
+        let err = load("", &[("FILEPROXY_SERVER__MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert!(err.to_string().contains("server.max_connections"), "{err}");
+    }
+
+    #[test]
     fn bad_values_each_named() {
         let c = load(
             "[server]\nlisten = \"nowhere\"\ntrusted_proxies = [\"x.y\"]\n[origin]\nurl = \"ftp://a\"\n[store]\nurl = \"mongo://a\"\n",
@@ -1217,57 +1290,5 @@ mod tests {
     fn redacts_store_password() {
         assert_eq!(redact_url("redis://:pw@h:6379/2"), "redis://***@h:6379/2");
         assert_eq!(redact_url("memory://"), "memory://");
-    }
-}
-
-/// Every leaf key of the configuration as `section.key` (nested tables joined by `.`),
-/// with its default rendered as TOML — for documentation checks.
-pub fn default_keys() -> Vec<(String, String)> {
-    fn walk(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            toml::Value::Table(t) if !(prefix.ends_with("browsers")) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            other => out.push((prefix.to_string(), other.to_string())),
-        }
-    }
-    let mut out = Vec::new();
-    if let Ok(v) = toml::Value::try_from(Config::default()) {
-        walk("", &v, &mut out);
-    }
-    out
-}
-
-#[cfg(test)]
-mod doc_tests {
-    /// README.md documents every configuration key (nginx-style: each with its default).
-    #[test]
-    fn readme_documents_every_key() {
-        let readme = include_str!("../../../README.md");
-        let missing: Vec<String> = super::default_keys()
-            .into_iter()
-            .filter(|(k, _)| !readme.contains(&format!("`{k}`")))
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "README.md lacks config keys:\n{}",
-            missing.join("\n")
-        );
-    }
-
-    #[test]
-    #[ignore = "prints the defaults for writing README.md"]
-    fn dump_defaults() {
-        for (k, v) in super::default_keys() {
-            println!("{k}\t{v}");
-        }
     }
 }

@@ -22,6 +22,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -31,7 +32,9 @@ use http::{Method, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::origin::{FetchClass, Origin, OriginBody, OriginRequest};
+use crate::cache::SegmentCache;
+use crate::origin::{FetchClass, OriginBody, OriginRequest};
+use crate::overload::GatedOrigin;
 
 /// `403` text of a refused answer.
 pub const DENY_TEXT: &str = "Access Denied 100021 content class";
@@ -248,7 +251,12 @@ impl HttpBody for Prefixed {
 /// The first [`PEEK_BYTES`] bytes of the object at `path` (origin spelling), from one
 /// small `Range: bytes=0-15` origin request; `None` when the origin does not answer
 /// `200`/`206` with a body.
-pub async fn object_start(origin: &Origin, path: &str, client_ip: IpAddr) -> Option<Bytes> {
+pub async fn object_start(
+    cache: Option<&Arc<SegmentCache>>,
+    origin: &Arc<GatedOrigin>,
+    path: &str,
+    client_ip: IpAddr,
+) -> Option<Bytes> {
     let mut headers = HeaderMap::new();
     headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-15"));
     let req = OriginRequest {
@@ -258,7 +266,8 @@ pub async fn object_start(origin: &Origin, path: &str, client_ip: IpAddr) -> Opt
         client_ip,
         class: FetchClass::Other,
     };
-    let resp = origin.fetch(req).await.ok()?;
+    // Through the segment cache: a cached object answers its first bytes itself.
+    let resp = crate::cache::fetch(cache, origin, req).await.ok()?;
     if !matches!(resp.status(), StatusCode::OK | StatusCode::PARTIAL_CONTENT) {
         return None;
     }

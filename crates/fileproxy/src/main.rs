@@ -136,7 +136,12 @@ fn serve(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(fileproxy::serve::run(cfg, CancellationToken::new(), true)) {
+    match rt.block_on(fileproxy::serve::run(
+        cfg,
+        path.map(Path::to_path_buf),
+        CancellationToken::new(),
+        true,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

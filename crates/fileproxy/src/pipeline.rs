@@ -307,7 +307,7 @@ async fn response_filter(
     let client_ip = ctx.client_ip;
     let origin_path = &viewer.origin_path;
     let body = content_check::guard(&parts, body, passed_playlist_checks, head, || {
-        content_check::object_start(&app.origin, origin_path, client_ip)
+        content_check::object_start(app.cache.as_ref(), &app.origin, origin_path, client_ip)
     })
     .await
     .map_err(|why| Failure::ContentClass {

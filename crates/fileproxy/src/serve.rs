@@ -1,8 +1,9 @@
 //! `fileproxy serve`: builds the shared [`App`](crate::app::App), binds the listeners and runs until
-//! SIGTERM/SIGINT, then drains in-flight transfers for `server.shutdown_grace_s`.
+//! SIGTERM/SIGINT, then drains in-flight transfers for `server.shutdown_grace_s`; `SIGHUP`
+//! reloads the configuration file ([`crate::reload`]).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,10 +11,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::build_app;
 use crate::config::Config;
+use crate::reload::LiveApp;
 use crate::server::{self, BoundListener, Surface};
 
-/// Runs the server until `shutdown` is cancelled (or a signal arrives when `signals`).
-pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> anyhow::Result<()> {
+/// Runs the server until `shutdown` is cancelled (or a signal arrives when `signals`);
+/// with `signals`, `SIGHUP` reloads `config_path` (the file `config` came from).
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+    signals: bool,
+) -> anyhow::Result<()> {
     let tls = if config.server.tls_cert.is_empty() {
         None
     } else {
@@ -53,18 +61,22 @@ pub async fn run(config: Config, shutdown: CancellationToken, signals: bool) -> 
         version = env!("CARGO_PKG_VERSION"),
         "FileProxy listening"
     );
+    let live = LiveApp::new(app.clone(), config_path);
     if signals {
+        crate::reload::spawn_on_sighup(live.clone());
         let token = shutdown.clone();
         tokio::spawn(async move {
             server::shutdown_signal().await;
             tracing::info!("shutdown signal received");
+            crate::systemd::stopping();
             token.cancel();
         });
     }
+    crate::systemd::ready();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(server::serve(main, app.clone(), shutdown.clone(), grace));
+    tasks.spawn(server::serve(main, live.clone(), shutdown.clone(), grace));
     if let Some(admin) = admin {
-        tasks.spawn(server::serve(admin, app.clone(), shutdown.clone(), grace));
+        tasks.spawn(server::serve(admin, live.clone(), shutdown.clone(), grace));
     }
     while tasks.join_next().await.is_some() {}
     // Deferred session writes still in flight are finished, not dropped.

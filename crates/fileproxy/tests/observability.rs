@@ -67,10 +67,7 @@ impl Metrics {
             .unwrap();
         assert_eq!(r.status(), 200);
         let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-        assert!(
-            ct.contains("openmetrics-text") || ct.contains("text/plain"),
-            "{ct}"
-        );
+        assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
         let text = r.text().await.unwrap();
         let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parse");
         Metrics { scrape, text }
@@ -225,13 +222,14 @@ async fn metrics_move_with_real_traffic() {
     let c = client();
     let before = Metrics::fetch(&admin).await;
     for (family, kind) in [
-        ("fileproxy_requests", "counter"),
+        // Text format 0.0.4 (the default): counter families carry `_total`.
+        ("fileproxy_requests_total", "counter"),
         ("fileproxy_time_to_first_byte_seconds", "histogram"),
         ("fileproxy_time_to_last_byte_seconds", "histogram"),
         ("fileproxy_store_operation_seconds", "histogram"),
         ("fileproxy_active_connections", "gauge"),
         ("fileproxy_origin_idle_connections", "gauge"),
-        ("fileproxy_traffic_dropped_bytes", "counter"),
+        ("fileproxy_traffic_dropped_bytes_total", "counter"),
     ] {
         assert!(before.has_type(family, kind), "# TYPE {family} {kind}");
     }

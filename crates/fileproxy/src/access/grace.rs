@@ -154,8 +154,20 @@ impl Policy {
     /// Turns on the outage grace: `window_s` seconds (0 = off); `allowed` counts the
     /// requests it lets through.
     pub fn with_outage_grace(mut self, window_s: u64, allowed: Counter) -> Self {
-        self.grace = OutageGrace::new(window_s, MAX_ENTRIES);
+        self.grace = std::sync::Arc::new(OutageGrace::new(window_s, MAX_ENTRIES));
         self.grace_allowed = allowed;
+        self
+    }
+
+    /// This policy with the running state of `old`: its revocation copy, quota ledger
+    /// and outage-grace memory. A `SIGHUP` reload builds a new policy from the new file
+    /// but must not forget who is revoked, which bytes are unsent, or whom it just
+    /// allowed (SPEC §11, §13, §14).
+    pub fn with_state_of(mut self, old: &Policy) -> Self {
+        self.controls.revocations = std::sync::Arc::clone(&old.controls.revocations);
+        self.controls.quota = std::sync::Arc::clone(&old.controls.quota);
+        self.grace = std::sync::Arc::clone(&old.grace);
+        self.grace_allowed = old.grace_allowed.clone();
         self
     }
 

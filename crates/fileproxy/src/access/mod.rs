@@ -409,7 +409,7 @@ pub struct Policy {
     cookie_secure: bool,
     rules: ProtectRules,
     /// Recent allow decisions for the store outage grace (SPEC §11, [`grace`]).
-    grace: grace::OutageGrace,
+    grace: std::sync::Arc<grace::OutageGrace>,
     grace_allowed: prometheus_client::metrics::counter::Counter,
     controls: controls::Controls,
 }
@@ -456,7 +456,7 @@ impl Policy {
             safe_key_redirect_base: auth.safe_key_redirect_base.clone(),
             cookie_secure: auth.cookie_secure,
             rules: ProtectRules::default(),
-            grace: grace::OutageGrace::new(0, 1),
+            grace: std::sync::Arc::new(grace::OutageGrace::new(0, 1)),
             grace_allowed: Default::default(),
             controls: controls::Controls::default(),
         }

@@ -7,9 +7,9 @@
 //! refused like a missing token). No admin answer ever carries a secret.
 
 pub mod debug;
-pub mod exposition;
 pub mod monitor;
 pub mod probe;
+pub mod scrape;
 pub mod stats;
 pub mod traffic_view;
 
@@ -88,7 +88,7 @@ pub async fn route(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         return views::route(app, &req).await;
     }
     let mut resp = match req.uri().path() {
-        "/metrics" => exposition::handle(app),
+        "/metrics" => scrape::handle(app, &req),
         "/stats" => stats::handle(app),
         "/traffic" => traffic_view::handle(app, &req),
         "/probe/backend" => probe::handle(app, &req).await,

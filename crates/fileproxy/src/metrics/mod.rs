@@ -23,12 +23,14 @@
 //! `sessions{outcome}`, `whitelist_lookups{result}`, `access_denials{reason}`,
 //! `playlist_denials{reason}`, `store_operation_seconds{op}`, `store_errors{op}`,
 //! `traffic_dropped_uids`, `traffic_dropped_bytes`, `traffic_reports{result}`,
-//! `traffic_reported_bytes`, `traffic_spool_errors`, `access_log_dropped_lines`, and the
+//! `traffic_reported_bytes`, `traffic_spool_errors`, `access_log_dropped_lines`,
+//! `config_reloads{result}`, and the
 //! gauges read at scrape time: `active_connections`, `active_transfers`,
 //! `origin_in_flight`, `origin_idle_connections`, `origin_open_connections`,
 //! `origin_connections_opened`, `origin_connect_timeouts`, `traffic_pending_uids`,
 //! `traffic_pending_bytes`, `traffic_spooled_batches`, `uptime_seconds`, `build_info`.
 
+pub mod exposition;
 pub mod histogram;
 pub mod timed_store;
 pub mod window;
@@ -47,9 +49,9 @@ use crate::origin::PoolState;
 
 pub use histogram::{HistSnapshot, LatencyHistogram};
 
-/// `Content-Type` of the `/metrics` answer (OpenMetrics text, which Prometheus scrapes
-/// natively; it is the Prometheus text format with `_total` counters and `# EOF`).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of [`Metrics::render`]'s text (OpenMetrics); `/metrics` negotiates
+/// between it and the text format 0.0.4 in [`exposition`].
+pub const CONTENT_TYPE: &str = exposition::OPENMETRICS;
 
 /// Which kind of route a request took (the `route` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -296,6 +298,10 @@ pub struct Metrics {
     pub overload: crate::overload::OverloadMetrics,
     /// The segment cache's figures (SPEC §12).
     pub cache: crate::cache::CacheMetrics,
+    /// `SIGHUP` reloads that took effect.
+    pub config_reloads_ok: Counter,
+    /// `SIGHUP` reloads refused (the file did not load or validate; nothing changed).
+    pub config_reloads_failed: Counter,
 }
 
 impl Default for Metrics {
@@ -449,6 +455,14 @@ impl Metrics {
         let overload = crate::overload::OverloadMetrics::register(&mut registry);
         let cache = crate::cache::CacheMetrics::default();
         cache.register(&mut registry);
+        let reloads_f = Family::<Label, Counter>::default();
+        let config_reloads_ok = reloads_f.get_or_create(&[("result", "ok")]).clone();
+        let config_reloads_failed = reloads_f.get_or_create(&[("result", "failed")]).clone();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads on SIGHUP, by result (failed: the old configuration stays)",
+            reloads_f,
+        );
         Metrics {
             registry,
             requests,
@@ -472,6 +486,8 @@ impl Metrics {
             access_log_dropped,
             overload,
             cache,
+            config_reloads_ok,
+            config_reloads_failed,
         }
     }
 
@@ -538,7 +554,7 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition: registered metrics plus the live gauges.
+    /// The OpenMetrics text exposition: registered metrics plus the live gauges.
     pub fn render(&self, live: &Live) -> String {
         let mut out = String::with_capacity(32 * 1024);
         let scrape = live_registry(live);

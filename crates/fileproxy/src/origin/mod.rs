@@ -159,10 +159,14 @@ pub enum Origin {
 impl Origin {
     /// Builds the origin named by `cfg.url`.
     pub fn from_config(cfg: &crate::config::OriginConfig) -> anyhow::Result<Origin> {
-        if let Some(rest) = cfg.url.strip_prefix("file://") {
-            Ok(Origin::File(file::FileOrigin::new(rest, cfg)?))
-        } else {
-            Ok(Origin::Http(http_origin::HttpOrigin::new(cfg)?))
+        match cfg.url.parse::<crate::origin_url::OriginUrl>() {
+            Ok(crate::origin_url::OriginUrl::File(root)) => {
+                Ok(Origin::File(file::FileOrigin::new(&root, cfg)?))
+            }
+            Ok(crate::origin_url::OriginUrl::Http(_)) => {
+                Ok(Origin::Http(http_origin::HttpOrigin::new(cfg)?))
+            }
+            Err(why) => anyhow::bail!("origin.url = {:?}: {why}", cfg.url),
         }
     }
 

@@ -75,6 +75,18 @@ impl Protect {
         }
     }
 
+    /// The same event lists and live transfers with the settings of a reloaded `cfg`.
+    pub fn reconfigured(&self, cfg: &Config) -> Self {
+        Self {
+            events: Arc::clone(&self.events),
+            transfers: Arc::clone(&self.transfers),
+            secret: cfg.auth.secret.as_bytes().to_vec(),
+            key_protection: cfg.protect.key_protection,
+            max_playlist_bytes: cfg.protect.max_playlist_bytes,
+            playlist_timeout: Duration::from_millis(cfg.origin.playlist_timeout_ms.max(1)),
+        }
+    }
+
     /// Whether an allowed request's response must be rewritten: a playlist under key
     /// protection with its `uid` and `expires` (which the playlist check required).
     pub fn playlist_signing(

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::app::{App, ConnInfo, Surface};
 use crate::config::{ServerConfig, SocketConfig};
 use crate::pipeline;
+use crate::reload::LiveApp;
 use crate::response::Body;
 use crate::server::conn::{
     self, ConnIo, ConnState, Deadlines, GuardedBody, PerIp, Phase, Proto, TrackedExec,
@@ -95,13 +96,15 @@ fn http_builders(cfg: &ServerConfig, exec: TrackedExec) -> Builders {
 
 /// Serves `listener` until `shutdown` fires, then lets open connections finish
 /// for up to `grace`; connections still open then are cut (their transfers accounted)
-/// before this returns.
+/// before this returns. Listener settings come from the `App`
+/// in force when it starts; each request gets the one in force when it arrives (SIGHUP).
 pub async fn serve(
     listener: BoundListener,
-    app: Arc<App>,
+    live: Arc<LiveApp>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
+    let app = live.current();
     let cfg = &app.config.server;
     let tracker = TaskTracker::new();
     let cut = CancellationToken::new();
@@ -136,6 +139,7 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
+        let app = live.current();
         let accepted = Instant::now();
         let Some(ip_slot) = per_ip.try_enter(peer.ip()) else {
             // Past `max_connections_per_ip`: closed at once; other addresses unaffected.
@@ -152,6 +156,7 @@ pub async fn serve(
         };
         let task = Connection {
             app: app.clone(),
+            live: live.clone(),
             builders: builders.clone(),
             deadlines,
             shutdown: shutdown.clone(),
@@ -186,7 +191,10 @@ pub async fn serve(
 
 /// One accepted connection and what it needs to run.
 struct Connection {
+    /// The `App` in force when the connection was accepted (its metrics).
     app: Arc<App>,
+    /// The `App` in force now: each request takes it when it starts (SIGHUP reload).
+    live: Arc<LiveApp>,
     builders: Arc<Builders>,
     deadlines: Deadlines,
     shutdown: CancellationToken,
@@ -261,7 +269,7 @@ impl Connection {
         };
         let state = ConnState::new(self.accepted);
         let io = TokioIo::new(ConnIo::new(io, prefix, state.clone()));
-        let svc = service(self.app.clone(), Arc::new(conn), state.clone());
+        let svc = service(self.live.clone(), Arc::new(conn), state.clone());
         match proto {
             Proto::Http1 => {
                 let c = self.builders.h1.serve_connection(io, svc);
@@ -361,7 +369,7 @@ where
 /// The per-connection service: counts each request as open until its body ends, and
 /// turns a panicking handler into a 500.
 fn service(
-    app: Arc<App>,
+    live: Arc<LiveApp>,
     conn: Arc<ConnInfo>,
     state: Arc<ConnState>,
 ) -> impl hyper::service::Service<
@@ -371,7 +379,8 @@ fn service(
     Future = impl Future<Output = Result<http::Response<Body>, std::convert::Infallible>> + Send,
 > + Clone {
     service_fn(move |req| {
-        let app = app.clone();
+        // The configuration in force when this request starts (SIGHUP swaps it).
+        let app: Arc<App> = live.current();
         let conn = conn.clone();
         let guard = state.request_started();
         async move {

@@ -211,23 +211,19 @@ const MEMORY_SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// [`StoreError::Timeout`] until Redis answers, and it reconnects by itself, so the
 /// server can start and report the outage on `/health`. Must run inside Tokio.
 pub async fn open(cfg: &StoreConfig) -> anyhow::Result<SharedStore> {
-    match cfg.url.split_once("://") {
-        Some(("memory", "")) => {
+    let kind: crate::store_url::StoreUrl = cfg
+        .url
+        .parse()
+        .map_err(|why| anyhow::anyhow!("store.url = {:?}: {why}", redact_url(&cfg.url)))?;
+    match kind {
+        crate::store_url::StoreUrl::Memory => {
             let store = Arc::new(memory::MemoryStore::new());
             store.spawn_sweeper(MEMORY_SWEEP_EVERY);
             Ok(store)
         }
-        Some(("memory", _)) => anyhow::bail!(
-            "store.url = {:?}: memory:// takes nothing after the scheme",
-            redact_url(&cfg.url)
-        ),
-        Some(("redis" | "rediss" | "redis+cluster" | "rediss+cluster", _)) => {
+        crate::store_url::StoreUrl::Redis { .. } => {
             Ok(Arc::new(redis::RedisStore::open(cfg).await?))
         }
-        _ => anyhow::bail!(
-            "store.url = {:?}: expected memory://, redis://, rediss://, redis+cluster:// or rediss+cluster://",
-            redact_url(&cfg.url)
-        ),
     }
 }
 

@@ -309,18 +309,53 @@ fn batch_name_ms(name: &str) -> Option<u64> {
     name.strip_prefix("batch-")?.split('-').next()?.parse().ok()
 }
 
-/// Per-uid traffic: aggregation, batching, spooling and delivery.
-pub struct Traffic {
+/// The reloadable `[traffic]` settings: receiver, key, pacing and threshold.
+struct Settings {
     url: Option<Uri>,
+    client: Option<ReportClient>,
     api_key: String,
     interval: Duration,
     min_bytes: u64,
-    worker_id: String,
     timeout: Duration,
     retry_max: Duration,
+}
+
+impl Settings {
+    /// Settings from `cfg`; `client` is reused when given (its pooled connections stay).
+    fn new(cfg: &TrafficConfig, client: Option<ReportClient>) -> anyhow::Result<Settings> {
+        let url = if cfg.report_url.is_empty() {
+            None
+        } else {
+            Some(
+                cfg.report_url
+                    .parse::<Uri>()
+                    .map_err(|e| anyhow::anyhow!("traffic.report_url: {e}"))?,
+            )
+        };
+        let client = match (&url, client) {
+            (None, _) => None,
+            (Some(_), Some(c)) => Some(c),
+            (Some(_), None) => Some(report_client()?),
+        };
+        Ok(Settings {
+            url,
+            client,
+            api_key: cfg.api_key.clone(),
+            interval: Duration::from_secs(cfg.interval_s.max(1)),
+            min_bytes: cfg.min_bytes,
+            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
+            retry_max: Duration::from_secs(cfg.retry_max_s.max(1)),
+        })
+    }
+}
+
+/// Per-uid traffic: aggregation, batching, spooling and delivery.
+pub struct Traffic {
+    /// The `[traffic]` settings a `SIGHUP` reload may replace ([`Traffic::reconfigure`]).
+    settings: arc_swap::ArcSwap<Settings>,
+    worker_id: String,
     shards: Vec<Mutex<HashMap<String, Acc>>>,
     spool: Spool,
-    client: Option<ReportClient>,
     metrics: Arc<Metrics>,
     view: Mutex<View>,
     /// Serialises batch cuts and deliveries (the reporter task and shutdown).
@@ -335,7 +370,7 @@ pub struct Traffic {
 impl std::fmt::Debug for Traffic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Traffic")
-            .field("reporting", &self.url.is_some())
+            .field("reporting", &self.settings.load().url.is_some())
             .field("spool", &self.spool)
             .finish_non_exhaustive()
     }
@@ -375,30 +410,11 @@ impl Traffic {
                 )
             })?
         };
-        let url = if cfg.report_url.is_empty() {
-            None
-        } else {
-            Some(
-                cfg.report_url
-                    .parse::<Uri>()
-                    .map_err(|e| anyhow::anyhow!("traffic.report_url: {e}"))?,
-            )
-        };
-        let client = match url {
-            Some(_) => Some(report_client()?),
-            None => None,
-        };
         let t = Arc::new(Traffic {
-            url,
-            api_key: cfg.api_key.clone(),
-            interval: Duration::from_secs(cfg.interval_s.max(1)),
-            min_bytes: cfg.min_bytes,
+            settings: arc_swap::ArcSwap::from_pointee(Settings::new(cfg, None)?),
             worker_id,
-            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
-            retry_max: Duration::from_secs(cfg.retry_max_s.max(1)),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             spool,
-            client,
             metrics,
             view: Mutex::new(View::default()),
             work: tokio::sync::Mutex::new(()),
@@ -411,6 +427,15 @@ impl Traffic {
         let handle = tokio::spawn(async move { runner.run().await });
         *lock(&t.task) = Some(handle);
         Ok(t)
+    }
+
+    /// Takes the reloadable `[traffic]` settings of a `SIGHUP` reload (receiver URL and
+    /// key, interval, threshold, timeouts); `spool_dir` and `worker_id` stay as started.
+    /// Figures counted so far and spooled batches are kept.
+    pub fn reconfigure(&self, cfg: &TrafficConfig) -> anyhow::Result<()> {
+        let client = self.settings.load().client.clone();
+        self.settings.store(Arc::new(Settings::new(cfg, client)?));
+        Ok(())
     }
 
     /// Loads spooled batches and merges saved figures back in.
@@ -509,7 +534,7 @@ impl Traffic {
     /// The reporter: cuts a batch every interval and delivers spooled batches,
     /// retrying with backoff.
     async fn run(self: Arc<Self>) {
-        let mut next_cut = tokio::time::Instant::now() + self.interval;
+        let mut next_cut = tokio::time::Instant::now() + self.settings.load().interval;
         let mut deliver_now = true;
         loop {
             let retry_at = lock(&self.view)
@@ -532,7 +557,7 @@ impl Traffic {
             let now = tokio::time::Instant::now();
             if now >= next_cut {
                 self.cut().await;
-                next_cut = now + self.interval;
+                next_cut = now + self.settings.load().interval;
             }
             let due = lock(&self.view)
                 .retry_at
@@ -552,10 +577,11 @@ impl Traffic {
         let stale_after = QUALIFY_WITHIN.as_secs_f64();
         let mut picked: Vec<(String, Acc)> = Vec::new();
         let (mut dropped_uids, mut dropped_bytes) = (0u64, 0u64);
+        let min_bytes = self.settings.load().min_bytes;
         for shard in &self.shards {
             let mut m = lock(shard);
             m.retain(|uid, acc| {
-                if acc.bytes >= self.min_bytes && acc.bytes > 0 {
+                if acc.bytes >= min_bytes && acc.bytes > 0 {
                     picked.push((uid.clone(), acc.clone()));
                     true
                 } else if now - acc.start >= stale_after {
@@ -590,7 +616,7 @@ impl Traffic {
                 .collect(),
             bytes: picked.iter().map(|(_, a)| a.bytes).sum(),
         };
-        if self.url.is_some() {
+        if self.settings.load().url.is_some() {
             let wall_ms = (now * 1000.0) as u64;
             let next = |prev: u64| wall_ms.max(prev.saturating_add(1));
             let prev =
@@ -628,13 +654,14 @@ impl Traffic {
     fn payload(&self, report_id: &str, now: f64, picked: &[(String, Acc)]) -> Vec<u8> {
         let total_bytes: u64 = picked.iter().map(|(_, a)| a.bytes).sum();
         let total_requests: u64 = picked.iter().map(|(_, a)| a.requests).sum();
+        let settings = self.settings.load();
         let details: Vec<Value> = picked.iter().map(|(u, a)| a.detail(u)).collect();
         let body = json!({
             "report_id": report_id,
             "timestamp": now as i64,
             "worker_id": self.worker_id,
-            "report_interval_seconds": self.interval.as_secs(),
-            "min_bytes_threshold": self.min_bytes,
+            "report_interval_seconds": settings.interval.as_secs(),
+            "min_bytes_threshold": settings.min_bytes,
             "total_qualified_uids": picked.len(),
             "traffic_details": details,
             "summary": {
@@ -651,7 +678,8 @@ impl Traffic {
     /// Sends spooled batches oldest first until one fails; `limit` bounds the whole
     /// round (shutdown). Updates the backoff.
     async fn deliver(&self, limit: Option<Duration>) {
-        let (Some(url), Some(client)) = (&self.url, &self.client) else {
+        let settings = self.settings.load_full();
+        let (Some(url), Some(client)) = (&settings.url, &settings.client) else {
             return;
         };
         let deadline = limit.map(|l| Instant::now() + l);
@@ -673,11 +701,14 @@ impl Traffic {
                     continue;
                 }
             };
-            let mut timeout = self.timeout;
+            let mut timeout = settings.timeout;
             if let Some(d) = deadline {
                 timeout = timeout.min(d.saturating_duration_since(Instant::now()));
             }
-            match self.post(client, url, body, timeout).await {
+            match self
+                .post(client, url, &settings.api_key, body, timeout)
+                .await
+            {
                 Ok(()) => {
                     self.metrics.traffic_reports_ok.inc();
                     self.metrics.traffic_reported_bytes.inc_by(info.bytes);
@@ -702,7 +733,7 @@ impl Traffic {
                     let mut v = lock(&self.view);
                     v.failures = v.failures.saturating_add(1);
                     let backoff = Duration::from_secs(1u64 << v.failures.saturating_sub(1).min(20))
-                        .min(self.retry_max);
+                        .min(settings.retry_max);
                     v.retry_at = Some(Instant::now() + backoff);
                     tracing::warn!(report_id = %info.report_id, error = %why, retry_in_s = backoff.as_secs(), waiting = v.spooled.len(), "traffic report not delivered; will retry");
                     v.last_error = Some(why);
@@ -732,6 +763,7 @@ impl Traffic {
         &self,
         client: &ReportClient,
         url: &Uri,
+        api_key: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<(), String> {
@@ -743,7 +775,7 @@ impl Traffic {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", self.api_key)) {
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {api_key}")) {
             h.insert(header::AUTHORIZATION, v);
         }
         if let Ok(v) = HeaderValue::from_str(&(unix_f64() as u64).to_string()) {
@@ -777,7 +809,7 @@ impl Traffic {
         self.stop.cancel();
         let task = lock(&self.task).take();
         if let Some(t) = task {
-            if tokio::time::timeout(self.timeout + Duration::from_secs(1), t)
+            if tokio::time::timeout(self.settings.load().timeout + Duration::from_secs(1), t)
                 .await
                 .is_err()
             {
@@ -832,6 +864,7 @@ impl Traffic {
         }
         let pending_total: u64 = pending.iter().map(|(_, a)| a.bytes).sum();
         let pending_uids = pending.len();
+        let settings = self.settings.load_full();
         pending.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
         let pending: Vec<Value> = pending
             .iter()
@@ -841,7 +874,7 @@ impl Traffic {
                     "uid": u,
                     "bytes": a.bytes,
                     "requests": a.requests,
-                    "qualified": a.bytes >= self.min_bytes && a.bytes > 0,
+                    "qualified": a.bytes >= settings.min_bytes && a.bytes > 0,
                     "age_s": round2((now - a.start).max(0.0)),
                     "idle_s": round2((now - a.last).max(0.0)),
                 })
@@ -863,11 +896,11 @@ impl Traffic {
             .map(|r| round2(r.saturating_duration_since(Instant::now()).as_secs_f64()));
         json!({
             "reporting": {
-                "enabled": self.url.is_some(),
-                "report_url": self.url.as_ref().map(redact_uri),
+                "enabled": settings.url.is_some(),
+                "report_url": settings.url.as_ref().map(redact_uri),
                 "worker_id": self.worker_id,
-                "interval_s": self.interval.as_secs(),
-                "min_bytes": self.min_bytes,
+                "interval_s": settings.interval.as_secs(),
+                "min_bytes": settings.min_bytes,
                 "spool": match &self.spool { Spool::Dir(_) => "dir", Spool::Store { .. } => "store" },
                 "spooled_batches": v.spooled.len(),
                 "spooled_report_ids": v.spooled.values().take(limit).map(|i| i.report_id.clone()).collect::<Vec<_>>(),
