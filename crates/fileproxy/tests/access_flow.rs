@@ -18,6 +18,7 @@ use support::access::*;
 use support::origin::TestOrigin;
 use support::proxy::{Proxy, SECRET, WL_KEY};
 use support::redis::RedisServer;
+use support::stores::{Env, Kind};
 
 const DENY_PATH: &str = "Access Denied 100020 path";
 const NO_UID: &str = "No valid UID for .m3u8 request";
@@ -29,41 +30,7 @@ fn limit_text(uid: &str) -> String {
     format!("Access Denied 100308 with uid:{uid}")
 }
 
-/// Which store a scenario runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Memory,
-    Redis,
-}
-
-/// A scenario's surroundings: the store (a redis-server for [`Kind::Redis`]) and the
-/// HTTP origin.
-struct Env {
-    redis: Option<RedisServer>,
-    origin: TestOrigin,
-}
-
 impl Env {
-    async fn new(kind: Kind) -> Env {
-        let redis = (kind == Kind::Redis).then(RedisServer::start);
-        Env {
-            redis,
-            origin: TestOrigin::start().await,
-        }
-    }
-
-    fn store_url(&self) -> String {
-        match &self.redis {
-            Some(r) => r.url(),
-            None => "memory://".into(),
-        }
-    }
-
-    /// A config on this store that trusts 127.0.0.1's `X-Forwarded-For`.
-    fn config(&self) -> ProxyConfig {
-        ProxyConfig::trusting_loopback(&self.store_url())
-    }
-
     fn start(&self, cfg: &ProxyConfig) -> Proxy {
         cfg.start(&self.origin.url())
     }
@@ -75,28 +42,6 @@ impl Env {
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default()
     }
-}
-
-/// Runs each named scenario `async fn name(kind: Kind)` once per store.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Memory).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Redis).await
-                }
-            )*
-        }
-    };
 }
 
 on_both_stores!(

@@ -10,63 +10,16 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use support::access::{http_client, sign, ProxyConfig, Resp, Video, Viewer, CHROME, FIREFOX};
-use support::origin::TestOrigin;
 use support::proxy::{Proxy, ADMIN_TOKEN, WL_KEY};
-use support::redis::RedisServer;
-
-/// Which store a scenario runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Memory,
-    Redis,
-}
-
-struct Env {
-    redis: Option<RedisServer>,
-    origin: TestOrigin,
-}
+use support::stores::{Env, Kind};
 
 impl Env {
-    async fn new(kind: Kind) -> Env {
-        Env {
-            redis: (kind == Kind::Redis).then(RedisServer::start),
-            origin: TestOrigin::start().await,
-        }
-    }
-
-    fn store_url(&self) -> String {
-        self.redis
-            .as_ref()
-            .map_or_else(|| "memory://".to_string(), RedisServer::url)
-    }
-
     /// A proxy on this store with `[limits]` lines.
     fn start(&self, limits: &str) -> Proxy {
-        ProxyConfig::trusting_loopback(&self.store_url())
+        self.config()
             .tail(&format!("[limits]\n{limits}"))
             .start(&self.origin.url())
     }
-}
-
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Memory).await
-                }
-            )*
-        }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Kind::Redis).await
-                }
-            )*
-        }
-    };
 }
 
 on_both_stores!(

@@ -7,3 +7,4 @@ pub mod access;
 pub mod origin;
 pub mod proxy;
 pub mod redis;
+pub mod stores;
