@@ -69,6 +69,26 @@ async fn count_status(v: &Viewer, p: &Proxy, path: &str, n: usize, status: u16) 
     hits
 }
 
+/// Counts answers with `status` among GETs of `{prefix}{i}.ts` for `i` in `0..n`.
+async fn count_each(
+    client: &reqwest::Client,
+    p: &Proxy,
+    prefix: &str,
+    n: usize,
+    status: u16,
+) -> usize {
+    let mut hits = 0;
+    for i in 0..n {
+        let r = client
+            .get(p.url(&format!("{prefix}{i}.ts")))
+            .send()
+            .await
+            .unwrap();
+        hits += usize::from(r.status() == status);
+    }
+    hits
+}
+
 /// A viewer admitted for `video` who has fetched its playlist and a segment.
 async fn watching(p: &Proxy, video: &Video, ip: &str, uid: &str) -> Viewer {
     let v = Viewer::new(ip, CURL);
@@ -343,15 +363,7 @@ async fn origin_refusing_hanging_resetting() {
     let mut p = start_fixed(&dead, dir.path(), "");
     let client = http_client(None);
     let n = 10;
-    let mut refused = 0;
-    for i in 0..n {
-        let r = client
-            .get(p.url(&format!("/v/{i}.ts")))
-            .send()
-            .await
-            .unwrap();
-        refused += usize::from(r.status() == 502);
-    }
+    let refused = count_each(&client, &p, "/v/", n, 502).await;
     assert_eq!(refused, n);
     let rss = alive(&mut p).await;
     figure(
@@ -363,15 +375,7 @@ async fn origin_refusing_hanging_resetting() {
     // Hanging: accepts, never answers → 504 after origin.timeout_ms.
     let origin = TestOrigin::start().await;
     let mut p = start_fixed(&origin.url(), dir.path(), "");
-    let mut timed_out = 0;
-    for i in 0..n {
-        let r = client
-            .get(p.url(&format!("/hang/v/{i}.ts")))
-            .send()
-            .await
-            .unwrap();
-        timed_out += usize::from(r.status() == 504);
-    }
+    let timed_out = count_each(&client, &p, "/hang/v/", n, 504).await;
     assert_eq!(timed_out, n);
     let rss = alive(&mut p).await;
     figure(
