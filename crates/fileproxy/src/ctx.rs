@@ -110,7 +110,11 @@ impl RequestCtx {
         RequestCtx {
             started,
             unix: i64::try_from(crate::clock::unix_secs()).unwrap_or(i64::MAX),
-            client_ip: request::client_ip(conn.peer.ip(), h, &app.trusted),
+            client_ip: crate::access::client_ip::client_ip_from_headers(
+                conn.peer.ip(),
+                h,
+                &app.trusted,
+            ),
             route: route_of(conn.surface, req.uri().path()),
             conn,
             method: req.method().clone(),

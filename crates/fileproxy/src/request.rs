@@ -1,7 +1,7 @@
 //! Request helpers every route shares: header text, query parameters, a small bounded
-//! body, the client address (SPEC §2 step 1) and the "method not allowed" answer.
+//! body and the "method not allowed" answer (the client address is
+//! `access::client_ip::client_ip_from_headers`, resolved once into the request context).
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +10,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::access::client_ip::{self, TrustedProxies};
 use crate::access::query;
 use crate::app::App;
 use crate::response::{self, Body};
@@ -32,11 +31,6 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 /// [`query_param`] over a request's own query string.
 pub fn param<B>(req: &Request<B>, name: &str) -> Option<String> {
     query_param(req.uri().query()?, name)
-}
-
-/// The client address: the TCP peer, or what a trusted proxy says it forwarded for.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
-    client_ip::client_ip_from_headers(peer, headers, trusted)
 }
 
 /// Reads a request body of at most [`MAX_API_BODY`] bytes within the header-read

@@ -45,7 +45,11 @@ pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response
             (Err(r), _) | (_, Err(r)) => Err(r),
         },
         "/debug/session" => {
-            let caller = crate::request::client_ip(conn.peer.ip(), req.headers(), &app.trusted);
+            let caller = crate::access::client_ip::client_ip_from_headers(
+                conn.peer.ip(),
+                req.headers(),
+                &app.trusted,
+            );
             let cookie = req
                 .headers()
                 .get_all(header::COOKIE)
