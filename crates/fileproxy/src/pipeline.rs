@@ -36,7 +36,7 @@ use crate::request::{header_str, method_not_allowed};
 use crate::rescue::Failure;
 use crate::response::{self, filter_origin_headers, Body};
 
-pub use crate::clock::unix_secs as unix_now;
+use crate::clock::unix_secs as unix_now;
 
 /// Viewer headers forwarded to the origin (SPEC §2 step 7).
 const FORWARDED: [header::HeaderName; 5] = [
