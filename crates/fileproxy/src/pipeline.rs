@@ -65,7 +65,6 @@ async fn dispatch(app: &Arc<App>, ctx: &mut RequestCtx, req: Request<Incoming>) 
             Some(refused) => refused,
         },
         _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
-        _ if path == "/api/revoke" => crate::viewer_controls::revoke_api(app, &conn, req).await,
         _ if crate::api::is_api_path(path) => crate::api::route(app, ctx, req).await,
         (&Method::OPTIONS, _) => preflight(app, &req),
         (&Method::GET | &Method::HEAD, _) => {

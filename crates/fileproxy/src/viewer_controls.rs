@@ -101,12 +101,6 @@ pub async fn flush_quota_now(app: &App) {
 /// body is read): `200 {"uid", "revoked": {"whitelist_paths", "sessions", "pairs",
 /// "js_admissions"}, "transfers_cut"}`.
 pub async fn revoke_api(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    if req.method() != http::Method::POST {
-        let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-        r.headers_mut()
-            .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
-        return r;
-    }
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)

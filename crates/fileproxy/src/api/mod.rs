@@ -6,6 +6,7 @@
 //! | route | auth | |
 //! |---|---|---|
 //! | `POST /api/whitelist` `{uid, path, clientIp, UserAgent}` | bearer whitelist key | always |
+//! | `POST /api/revoke` `{uid, key_path?}` | bearer whitelist key | always (`viewer_controls`) |
 //! | `POST /api/static-whitelist` `{uid, clientIp, UserAgent}` | bearer whitelist key | `protect.static_whitelist` |
 //! | `GET\|POST /api/js-whitelist` | bearer key + `{uid, jsPath}` (POST), or `?uid&js_path&expires&sign` | `protect.js_whitelist` |
 //! | `GET /api/js-whitelist/check?js_path=&uid=` | the caller's own IP + UA | `protect.js_whitelist` |
@@ -33,6 +34,7 @@ pub fn is_api_path(path: &str) -> bool {
     matches!(
         path,
         "/api/whitelist"
+            | "/api/revoke"
             | "/api/static-whitelist"
             | "/api/js-whitelist"
             | "/api/js-whitelist/check"
@@ -56,6 +58,10 @@ pub async fn route(app: &Arc<App>, ctx: &RequestCtx, req: Request<Incoming>) -> 
     match req.uri().path() {
         "/api/whitelist" => match *req.method() {
             Method::POST => admit(app, conn, req).await,
+            _ => method_not_allowed("POST"),
+        },
+        "/api/revoke" => match *req.method() {
+            Method::POST => crate::viewer_controls::revoke_api(app, conn, req).await,
             _ => method_not_allowed("POST"),
         },
         "/api/static-whitelist" if !p.static_whitelist => not_found(),
