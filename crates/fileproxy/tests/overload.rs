@@ -135,6 +135,60 @@ async fn idle_keepalive_has_its_own_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_still_draining_a_response_is_not_idle() {
+    // A slow viewer takes far longer than keepalive_timeout_s to drain what the proxy
+    // has long handed to the kernel; its next request on that connection must be served.
+    let origin = TestOrigin::start().await;
+    let size = 2_400_000usize;
+    origin.put("big.png", Bytes::from(vec![b'x'; size]));
+    let p = Proxy::start(&origin.url(), "keepalive_timeout_s = 2", "");
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut s = sock.connect(p.addr).await.unwrap();
+    s.write_all(b"GET /files/big.png HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut body_start = None;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("bytes keep coming")
+            .expect("read");
+        assert!(n > 0, "closed mid-body after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        if body_start.is_none() {
+            body_start = got.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+        }
+        if body_start.is_some_and(|b| got.len() - b >= size) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = start.elapsed();
+    assert!(
+        String::from_utf8_lossy(&got[..12]).starts_with("HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&got[..64])
+    );
+    assert!(
+        took > Duration::from_secs(4),
+        "the viewer was not slow enough to test anything: {took:?}"
+    );
+    assert!(
+        health_on(&mut s).await.starts_with("HTTP/1.1 200"),
+        "connection closed after a {took:?} download"
+    );
+    // Once really idle, the keep-alive deadline still closes it.
+    let idle = closed_within(&mut s, Duration::from_secs(6))
+        .await
+        .expect("idle keep-alive connection never closed");
+    assert!(idle >= Duration::from_secs(1), "closed too early: {idle:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_header_after_keepalive_is_cut() {
     let origin = TestOrigin::start().await;
     let p = Proxy::start(

@@ -10,6 +10,14 @@
 //!   (pings do not count: the service counts open requests with a guard that lives until
 //!   the response body ends).
 //!
+//! "Idle" means the peer has nothing left to receive: a response body ends when its last
+//! byte is handed to the kernel, and a slow viewer may take minutes to drain a large
+//! socket buffer after that. When an idle deadline passes while the socket's send queue
+//! still holds bytes (`SIOCOUTQ`) and the peer acknowledged more since the last look
+//! (`TCP_INFO`), the idle clock restarts, so a viewer that is still downloading is not
+//! cut off between segments; a queue that made no progress for a whole period is
+//! closed as before.
+//!
 //! On shutdown each connection is closed gracefully; when the grace runs out the
 //! listener cancels `cut` and the connection (with HTTP/2 stream tasks) is dropped, which
 //! drops the response bodies and so accounts their delivered bytes.
@@ -18,6 +26,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,20 +109,52 @@ pub struct ConnState {
     idle_since_ms: AtomicU64,
     /// Milliseconds since `base` + 1 of the first byte read while idle (0 = none).
     head_started_ms: AtomicU64,
+    /// The connection's TCP socket, for its send-queue length (`None` in unit tests).
+    socket: Option<RawFd>,
+    /// Bytes acknowledged when an idle deadline last passed (`u64::MAX` = no look yet).
+    last_acked: AtomicU64,
     wake: Notify,
 }
 
 impl ConnState {
-    /// A connection accepted at `base`.
-    pub fn new(base: Instant) -> Arc<Self> {
+    /// A connection accepted at `base` on TCP socket `socket` (which must stay open
+    /// while the watchdog runs: the connection owns it).
+    pub fn new(base: Instant, socket: Option<RawFd>) -> Arc<Self> {
         Arc::new(ConnState {
             base,
             open: AtomicUsize::new(0),
             started_any: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             head_started_ms: AtomicU64::new(0),
+            socket,
+            last_acked: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
         })
+    }
+
+    /// Whether an idle deadline that just passed should wait one more period because the
+    /// viewer is still receiving: the peer acknowledged bytes since the last look (the
+    /// first look: bytes are still queued).
+    fn still_draining(&self, phase: Phase) -> bool {
+        if !matches!(phase, Phase::Keepalive | Phase::H2Idle) {
+            return false;
+        }
+        let Some(q) = self.socket.and_then(send_queue) else {
+            return false;
+        };
+        let last = self.last_acked.swap(q.acked, Ordering::AcqRel);
+        // A queue that emptied during the last period was busy until moments ago: it
+        // gets one more period, counted from now.
+        let progressed = if last == u64::MAX {
+            q.unsent > 0
+        } else {
+            q.acked > last
+        };
+        if !progressed {
+            return false;
+        }
+        self.idle_since_ms.store(self.now_ms(), Ordering::Release);
+        true
     }
 
     fn now_ms(&self) -> u64 {
@@ -125,6 +166,7 @@ impl ConnState {
         self.open.fetch_add(1, Ordering::AcqRel);
         self.started_any.store(true, Ordering::Release);
         self.head_started_ms.store(0, Ordering::Release);
+        self.last_acked.store(u64::MAX, Ordering::Release);
         RequestGuard(Arc::clone(self))
     }
 
@@ -168,6 +210,9 @@ impl ConnState {
                 Some((at, phase)) => {
                     let now = self.now_ms();
                     if now >= at {
+                        if self.still_draining(phase) {
+                            continue;
+                        }
                         return phase;
                     }
                     tokio::select! {
@@ -178,6 +223,48 @@ impl ConnState {
             }
         }
     }
+}
+
+/// The send queue of TCP socket `fd`: bytes not yet acknowledged by the peer
+/// (`SIOCOUTQ`) and bytes acknowledged since the connection opened
+/// (`TCP_INFO.tcpi_bytes_acked`); `None` when the kernel cannot tell.
+fn send_queue(fd: RawFd) -> Option<SendQueue> {
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: `fd` is the connection's socket, open for as long as the watchdog that
+    // calls this runs; SIOCOUTQ writes one `c_int` through the valid pointer given.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unsent as *mut libc::c_int) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: an all-zero `tcp_info` is a valid value of this plain C struct.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = libc::socklen_t::try_from(std::mem::size_of::<libc::tcp_info>()).ok()?;
+    // SAFETY: as above for `fd`; the kernel writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    Some(SendQueue {
+        unsent: u64::try_from(unsent).ok()?,
+        acked: info.tcpi_bytes_acked,
+    })
+}
+
+/// What [`send_queue`] reads off a socket.
+#[derive(Debug, Clone, Copy)]
+struct SendQueue {
+    /// Bytes handed to the kernel and not yet acknowledged.
+    unsent: u64,
+    /// Bytes the peer acknowledged so far (grows while it reads).
+    acked: u64,
 }
 
 /// Which deadline closed a connection (a metrics label).
@@ -439,6 +526,61 @@ mod tests {
         assert!(detect(&mut half).await.unwrap().is_none());
     }
 
+    /// Polls `f` until it holds (the kernel moves loopback data asynchronously).
+    fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..500 {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    #[test]
+    fn an_idle_deadline_waits_while_the_viewer_still_drains_the_socket() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut viewer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        // The response's last byte is handed to the kernel; the viewer has read none.
+        let chunk = vec![7u8; 64 * 1024];
+        let mut written = 0usize;
+        loop {
+            match server.write(&chunk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let s = ConnState::new(Instant::now(), Some(server.as_raw_fd()));
+        drop(s.request_started());
+        let fd = server.as_raw_fd();
+        let unsent = |fd| send_queue(fd).unwrap().unsent;
+        assert!(unsent(fd) > 0, "the send queue holds the bytes");
+        // First look: bytes queued → one more period.
+        assert!(s.still_draining(Phase::Keepalive));
+        // A whole period without progress → closed as before.
+        assert!(!s.still_draining(Phase::Keepalive));
+        // The viewer reads some: the queue shrinks → one more period.
+        let before = send_queue(fd).unwrap().acked;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut read = viewer.read(&mut buf).unwrap();
+        assert!(eventually(|| send_queue(fd).unwrap().acked > before));
+        assert!(s.still_draining(Phase::H2Idle));
+        // Deadlines that are not about idleness never wait.
+        assert!(!s.still_draining(Phase::Header));
+        // Everything read during the period: one more period from now, then idle for real.
+        while read < written {
+            read += viewer.read(&mut buf).unwrap();
+        }
+        assert!(eventually(|| unsent(fd) == 0));
+        assert!(s.still_draining(Phase::Keepalive));
+        assert!(!s.still_draining(Phase::Keepalive));
+    }
+
     #[tokio::test]
     async fn idle_deadlines_follow_the_state() {
         let d = Deadlines {
@@ -446,7 +588,7 @@ mod tests {
             keepalive: Duration::from_secs(60),
             h2_idle: Duration::from_secs(30),
         };
-        let s = ConnState::new(Instant::now());
+        let s = ConnState::new(Instant::now(), None);
         assert_eq!(
             s.deadline(Proto::Http1, &d),
             Some((10_000, Phase::FirstRequest))

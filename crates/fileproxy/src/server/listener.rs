@@ -206,6 +206,7 @@ impl Connection {
     /// TLS handshake and protocol detection under the first deadline, then HTTP.
     async fn run(self, stream: TcpStream, tls: Option<TlsAcceptor>, conn: ConnInfo) {
         let peer = conn.peer;
+        let socket = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let deadline = tokio::time::Instant::from_std(self.accepted + self.deadlines.header);
         let shutdown = self.shutdown.clone();
         match tls {
@@ -215,7 +216,7 @@ impl Connection {
                     r = tokio::time::timeout_at(deadline, conn::detect(&mut io)) => r,
                     _ = shutdown.cancelled() => return,
                 };
-                self.serve_detected(io, detected, conn).await;
+                self.serve_detected(io, detected, conn, socket).await;
             }
             Some(acceptor) => {
                 let handshake = async {
@@ -228,7 +229,7 @@ impl Connection {
                     _ = shutdown.cancelled() => return,
                 };
                 match r {
-                    Ok(Ok((io, d))) => self.serve_detected(io, Ok(Ok(d)), conn).await,
+                    Ok(Ok((io, d))) => self.serve_detected(io, Ok(Ok(d)), conn, socket).await,
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => {
                         self.app
@@ -247,6 +248,7 @@ impl Connection {
         io: I,
         detected: Result<std::io::Result<Option<(Proto, Bytes)>>, tokio::time::error::Elapsed>,
         conn: ConnInfo,
+        socket: std::os::fd::RawFd,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -267,7 +269,7 @@ impl Connection {
                 return;
             }
         };
-        let state = ConnState::new(self.accepted);
+        let state = ConnState::new(self.accepted, Some(socket));
         let io = TokioIo::new(ConnIo::new(io, prefix, state.clone()));
         let svc = service(self.live.clone(), Arc::new(conn), state.clone());
         match proto {
