@@ -684,3 +684,71 @@ impl RedisSentinels {
         }
     }
 }
+
+/// A loopback TCP relay in front of a server that holds every byte sent to it for an
+/// adjustable delay (order kept, nothing lost): a slow network or a slow Redis, for
+/// real clients on real sockets.
+#[derive(Debug)]
+pub struct SlowLink {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowLink {
+    /// Starts relaying to `target` (no delay yet). Needs a Tokio runtime.
+    pub async fn start(target: SocketAddr) -> SlowLink {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let delay_ms = std::sync::Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let delay = delay.clone();
+                let (mut client_r, mut client_w) = client.into_split();
+                let (mut server_r, mut server_w) = server.into_split();
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+                // Client → server: every chunk waits out the delay set when it arrived.
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = client_r.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let at =
+                            Instant::now() + Duration::from_millis(delay.load(Ordering::Relaxed));
+                        if tx.send((at, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((at, chunk)) = rx.recv().await {
+                        tokio::time::sleep_until(at.into()).await;
+                        if server_w.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
+                });
+            }
+        });
+        SlowLink { addr, delay_ms }
+    }
+
+    /// Holds each byte sent from now on for `d`.
+    pub fn set_delay(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+}
