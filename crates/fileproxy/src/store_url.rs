@@ -17,11 +17,8 @@ pub enum StoreUrl {
         /// Redis Cluster (`…+cluster`).
         cluster: bool,
     },
-    /// `redis+sentinel://`, `rediss+sentinel://` (TLS to sentinels and data nodes).
-    Sentinel {
-        /// TLS to the sentinels and the data nodes (`rediss+sentinel`).
-        tls: bool,
-    },
+    /// `redis+sentinel://`: the master named by Redis Sentinel.
+    Sentinel,
 }
 
 impl FromStr for StoreUrl {
@@ -31,7 +28,7 @@ impl FromStr for StoreUrl {
     /// contains the URL, which may hold a password.
     fn from_str(url: &str) -> Result<Self, Self::Err> {
         const EXPECTED: &str = "expected memory://, redis://, rediss://, redis+cluster://, \
-             rediss+cluster://, redis+sentinel:// or rediss+sentinel://";
+             rediss+cluster:// or redis+sentinel://";
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(EXPECTED);
         };
@@ -43,7 +40,7 @@ impl FromStr for StoreUrl {
             "redis+cluster" => (false, true),
             "rediss+cluster" => (true, true),
             "redis+sentinel" | "rediss+sentinel" => {
-                return SentinelUrl::parse(url).map(|u| StoreUrl::Sentinel { tls: u.tls });
+                return SentinelUrl::parse(url).map(|_| StoreUrl::Sentinel);
             }
             _ => return Err(EXPECTED),
         };
@@ -58,13 +55,14 @@ impl FromStr for StoreUrl {
 /// Default port of a sentinel named without one.
 pub const SENTINEL_PORT: u16 = 26379;
 
-/// The parts of `redis[s]+sentinel://[[user]:password@]h1:p1[,h2:p2…]/<master>[/<db>]
+/// The parts of `redis+sentinel://[[user]:password@]h1:p1[,h2:p2…]/<master>[/<db>]
 /// [?sentinel_password=…]`. Userinfo and the sentinel password are kept as written
 /// (percent-encoded), ready to be put into a node URL.
+///
+/// `rediss+sentinel://` (TLS to sentinels and data nodes) is refused: redis-rs could
+/// do it, but it is not tested against real TLS sentinels here.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SentinelUrl {
-    /// TLS to the sentinels and the data nodes.
-    pub tls: bool,
     /// `user:password@`, `:password@` or empty: the data nodes' credentials.
     pub userinfo: String,
     /// The sentinels, `host:port` each (port 26379 when left out).
@@ -80,7 +78,6 @@ pub struct SentinelUrl {
 impl std::fmt::Debug for SentinelUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentinelUrl")
-            .field("tls", &self.tls)
             .field("sentinels", &self.sentinels)
             .field("master", &self.master)
             .field("db", &self.db)
@@ -89,15 +86,16 @@ impl std::fmt::Debug for SentinelUrl {
 }
 
 impl SentinelUrl {
-    /// Parses a `redis+sentinel://` or `rediss+sentinel://` URL; the message never
-    /// contains the URL.
+    /// Parses a `redis+sentinel://` URL; the message never contains the URL.
     pub fn parse(url: &str) -> Result<SentinelUrl, &'static str> {
-        let (tls, rest) = if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            (false, rest)
-        } else if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
-            (true, rest)
-        } else {
-            return Err("expected redis+sentinel:// or rediss+sentinel://");
+        if url.starts_with("rediss+sentinel://") {
+            return Err(
+                "rediss+sentinel:// (TLS through Sentinel) is not supported; \
+                 use redis+sentinel:// on a private network, or rediss:// / rediss+cluster://",
+            );
+        }
+        let Some(rest) = url.strip_prefix("redis+sentinel://") else {
+            return Err("expected redis+sentinel://");
         };
         let (rest, query) = match rest.split_once('?') {
             Some((r, q)) => (r, Some(q)),
@@ -150,7 +148,6 @@ impl SentinelUrl {
             }
         }
         Ok(SentinelUrl {
-            tls,
             userinfo: userinfo.to_string(),
             sentinels,
             master: master.to_string(),
@@ -234,12 +231,16 @@ mod tests {
         }
         let msg = "redis://:s3cret@".parse::<StoreUrl>().unwrap_err();
         assert!(!msg.contains("s3cret"));
-        for (url, tls) in [
-            ("redis+sentinel://a:1,b:2/m", false),
-            ("rediss+sentinel://:pw@a:1/m/3", true),
-        ] {
-            assert_eq!(url.parse(), Ok(StoreUrl::Sentinel { tls }), "{url}");
+        for url in ["redis+sentinel://a:1,b:2/m", "redis+sentinel://:pw@a:1/m/3"] {
+            assert_eq!(url.parse(), Ok(StoreUrl::Sentinel), "{url}");
         }
+        let msg = "rediss+sentinel://:pw@a:1/m"
+            .parse::<StoreUrl>()
+            .unwrap_err();
+        assert!(
+            msg.contains("not supported") && !msg.contains("pw"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -248,7 +249,6 @@ mod tests {
             "redis+sentinel://user:p%40ss@10.0.0.1:26380, s2 ,[::1]:7/mymaster/2?sentinel_password=s%26p",
         )
         .unwrap();
-        assert!(!u.tls);
         assert_eq!(u.userinfo, "user:p%40ss@");
         assert_eq!(u.sentinels, ["10.0.0.1:26380", "s2:26379", "[::1]:7"]);
         assert_eq!(u.master, "mymaster");
@@ -257,8 +257,7 @@ mod tests {
         let dbg = format!("{u:?}");
         assert!(!dbg.contains("p%40ss") && !dbg.contains("s%26p"), "{dbg}");
 
-        let u = SentinelUrl::parse("rediss+sentinel://h:1/m/").unwrap();
-        assert!(u.tls);
+        let u = SentinelUrl::parse("redis+sentinel://h:1/m/").unwrap();
         assert_eq!((u.userinfo.as_str(), u.db), ("", 0));
         assert_eq!(u.sentinel_password, None);
 

@@ -212,8 +212,8 @@ const MEMORY_SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Opens the store named by `store.url`.
 ///
 /// `memory://` gives a fresh [`memory::MemoryStore`] with a background sweeper.
-/// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`,
-/// `redis+sentinel://` and `rediss+sentinel://` give a [`redis::RedisStore`]. A malformed URL or an unreadable `store.tls_ca_file` is an
+/// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` and
+/// `redis+sentinel://` give a [`redis::RedisStore`]. A malformed URL or an unreadable `store.tls_ca_file` is an
 /// error, but an unreachable Redis is not: the store is returned anyway (a warning is
 /// logged), its operations fail with [`StoreError::Unavailable`] or
 /// [`StoreError::Timeout`] until Redis answers, and it reconnects by itself, so the
@@ -229,7 +229,7 @@ pub async fn open(cfg: &StoreConfig) -> anyhow::Result<SharedStore> {
             store.spawn_sweeper(MEMORY_SWEEP_EVERY);
             Ok(store)
         }
-        crate::store_url::StoreUrl::Redis { .. } | crate::store_url::StoreUrl::Sentinel { .. } => {
+        crate::store_url::StoreUrl::Redis { .. } | crate::store_url::StoreUrl::Sentinel => {
             Ok(Arc::new(redis::RedisStore::open(cfg).await?))
         }
     }

@@ -1,6 +1,6 @@
 //! Redis [`Store`]: standalone (`redis://`, `rediss://`), Redis Cluster
 //! (`redis+cluster://`, `rediss+cluster://`) or a master found through Redis Sentinel
-//! (`redis+sentinel://`, `rediss+sentinel://`, see [`super::sentinel`]).
+//! (`redis+sentinel://`, see [`super::sentinel`]; `rediss+sentinel://` is refused).
 //!
 //! URLs: `redis://[[user]:password@]host:port[/db]`, `rediss://…` for TLS (rustls;
 //! the server certificate is checked against `store.tls_ca_file` when set, else the
@@ -252,7 +252,7 @@ impl RedisStore {
             .split_once("://")
             .with_context(|| format!("store.url = {redacted_url:?}: missing scheme"))?;
         let (tls, cluster) = match scheme {
-            "redis+sentinel" | "rediss+sentinel" => (scheme == "rediss+sentinel", false),
+            "redis+sentinel" | "rediss+sentinel" => (false, false),
             "redis" => (false, false),
             "rediss" => (true, false),
             "redis+cluster" => (false, true),
@@ -294,7 +294,7 @@ impl RedisStore {
         };
         let backend = if let Some(url) = sentinel {
             Backend::Sentinel(
-                SentinelMaster::new(url, certs, op_timeout, secrets.clone()).map_err(bad_url)?,
+                SentinelMaster::new(url, op_timeout, secrets.clone()).map_err(bad_url)?,
             )
         } else if cluster {
             let node_scheme = if tls { "rediss" } else { "redis" };
@@ -708,6 +708,9 @@ mod tests {
             "redis://:hunter2@h:1/notadb",
             "redis+cluster://:hunter2@",
             "mongo://:hunter2@h",
+            "redis+sentinel://:hunter2@h:1",
+            "redis+sentinel://h:1/m?sentinel_password=hunter2&x=1",
+            "rediss+sentinel://:hunter2@h:1/m",
         ] {
             let cfg = StoreConfig {
                 url: url.into(),

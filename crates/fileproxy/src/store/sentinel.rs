@@ -1,4 +1,4 @@
-//! Redis Sentinel for [`RedisStore`](super::redis::RedisStore): finds the current master
+//! Redis Sentinel for the Redis store: finds the current master
 //! through the sentinels and follows failovers without a restart.
 //!
 //! redis-rs's own `SentinelClient` looks the master up once and hands back a plain
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::{
     AsyncConnectionConfig, Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
-    Role, ServerErrorKind, TlsCertificates, Value,
+    Role, ServerErrorKind, Value,
 };
 use tokio::sync::watch;
 
@@ -61,7 +61,6 @@ struct Inner {
     sentinels: Vec<Client>,
     /// Connections to the sentinels, made on demand and dropped on error.
     sentinel_conns: Mutex<Vec<Option<MultiplexedConnection>>>,
-    certs: Option<TlsCertificates>,
     op_timeout: Duration,
     secrets: Vec<String>,
     state: Mutex<State>,
@@ -78,13 +77,7 @@ pub struct SentinelMaster {
 impl SentinelMaster {
     /// Builds the clients (no connection yet). `secrets` are scrubbed from every logged
     /// or returned message.
-    pub fn new(
-        url: SentinelUrl,
-        certs: Option<TlsCertificates>,
-        op_timeout: Duration,
-        secrets: Vec<String>,
-    ) -> RedisResult<Self> {
-        let scheme = if url.tls { "rediss" } else { "redis" };
+    pub fn new(url: SentinelUrl, op_timeout: Duration, secrets: Vec<String>) -> RedisResult<Self> {
         let auth = url
             .sentinel_password
             .as_ref()
@@ -93,7 +86,7 @@ impl SentinelMaster {
         let sentinels = url
             .sentinels
             .iter()
-            .map(|h| open_client(&format!("{scheme}://{auth}{h}"), &certs))
+            .map(|h| Client::open(format!("redis://{auth}{h}")))
             .collect::<RedisResult<Vec<_>>>()?;
         let conns = sentinels.iter().map(|_| None).collect();
         let (finished, _) = watch::channel(0);
@@ -102,7 +95,6 @@ impl SentinelMaster {
                 url,
                 sentinels,
                 sentinel_conns: Mutex::new(conns),
-                certs,
                 op_timeout,
                 secrets,
                 state: Mutex::new(State::default()),
@@ -360,9 +352,8 @@ impl Inner {
     /// Connects to `addr` with the data nodes' credentials and database; succeeds only
     /// if `ROLE` says master.
     async fn connect_master(&self, addr: &str) -> RedisResult<MultiplexedConnection> {
-        let scheme = if self.url.tls { "rediss" } else { "redis" };
-        let node = format!("{scheme}://{}{addr}/{}", self.url.userinfo, self.url.db);
-        let client = open_client(&node, &self.certs)?;
+        let node = format!("redis://{}{addr}/{}", self.url.userinfo, self.url.db);
+        let client = Client::open(node)?;
         let mut conn = bounded(
             self.op_timeout,
             client.get_multiplexed_async_connection_with_config(&self.conn_config()),
@@ -380,13 +371,6 @@ impl Inner {
         AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.op_timeout))
             .set_response_timeout(Some(self.op_timeout))
-    }
-}
-
-fn open_client(url: &str, certs: &Option<TlsCertificates>) -> RedisResult<Client> {
-    match certs {
-        Some(c) => Client::build_with_tls(url, c.clone()),
-        None => Client::open(url),
     }
 }
 
