@@ -953,6 +953,28 @@ async fn sentinel_store_follows_the_replica_when_the_master_is_killed() {
     assert!(st.compare_and_set("fo:cas", None, "x", LONG).await.unwrap());
 }
 
+/// A frozen master (SIGSTOP) breaks no connection: only the operations' deadlines
+/// tell, and they must start the lookup that finds the promoted replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_store_follows_the_replica_when_the_master_freezes() {
+    let mut set = sentinels(None, None);
+    let st = store::open(&cfg(&set.url(), 300)).await.unwrap();
+    st.set("fz:before", "1", LONG).await.unwrap();
+    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    let started = std::time::Instant::now();
+    set.nodes[0].pause();
+    let (failed, recovered) =
+        writes_until_recovered(&st, "fz:after", started, Duration::from_secs(60)).await;
+    eprintln!(
+        "FAILOVER | sentinel master frozen | {failed} failed writes, writes work again after {:.2} s",
+        recovered.as_secs_f64()
+    );
+    assert_eq!(set.nodes[1].cli(&["GET", "fz:after"]), "after");
+    assert_eq!(st.get("fz:before").await.unwrap(), s("1"));
+    assert_eq!(st.topology(), Some(set.nodes[1].addr()));
+    set.nodes[0].stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_store_follows_a_manual_failover_of_a_live_master() {
     let set = sentinels(None, None);
