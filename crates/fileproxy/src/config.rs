@@ -179,7 +179,8 @@ impl Default for OriginConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// `memory://`, `redis://[:password@]host:port/db`, `rediss://…`, `redis+cluster://h1:p1,h2:p2`.
+    /// `memory://`, `redis://[:password@]host:port/db`, `rediss://…`, `redis+cluster://h1:p1,h2:p2`,
+    /// `redis+sentinel://[:password@]s1:p1,s2:p2/<master>[/db][?sentinel_password=…]`.
     pub url: String,
     /// Timeout of one store operation in milliseconds.
     pub op_timeout_ms: u64,
@@ -905,12 +906,9 @@ pub fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
 }
 
-/// Hides the password of a store URL for messages and `/health`.
+/// Hides the passwords of a store URL for messages and `/health`.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
+    crate::store_url::redact(url)
 }
 
 /// Most structural problems reported at once; a file with more is surely not a config.

@@ -17,6 +17,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -35,6 +36,8 @@ pub struct OverloadMetrics {
     pub origin_queue_timeouts: Counter,
     /// Deferred store writes dropped because `max_background_writes` were running.
     pub background_writes_dropped: Counter,
+    /// Deferred store writes running now (at most `max_background_writes`).
+    pub background_writes_in_flight: Gauge,
     /// Requests allowed from the outage-grace memory while the store failed.
     pub outage_grace_allowed: Counter,
     /// Transfers cut when `shutdown_grace_s` ran out.
@@ -64,6 +67,11 @@ impl OverloadMetrics {
             "background_writes_dropped",
             "Deferred store writes dropped because store.max_background_writes were running",
             m.background_writes_dropped.clone(),
+        );
+        registry.register(
+            "background_writes_in_flight",
+            "Deferred store writes running now (at most store.max_background_writes)",
+            m.background_writes_in_flight.clone(),
         );
         registry.register(
             "outage_grace_allowed",
@@ -110,8 +118,10 @@ impl Overload {
     {
         match Arc::clone(&self.background).try_acquire_owned() {
             Ok(permit) => {
+                let in_flight = InFlight::enter(&self.metrics.background_writes_in_flight);
                 tracker.spawn(async move {
                     work.await;
+                    drop(in_flight);
                     drop(permit);
                 });
                 true
@@ -122,6 +132,23 @@ impl Overload {
                 false
             }
         }
+    }
+}
+
+/// One running deferred write on the in-flight gauge (left on drop, even if the task
+/// is cancelled).
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn enter(g: &Gauge) -> Self {
+        g.inc();
+        InFlight(g.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -243,9 +270,11 @@ mod tests {
         }
         assert!(!o.spawn_background(&t, async {}));
         assert_eq!(m.background_writes_dropped.get(), 1);
+        assert_eq!(m.background_writes_in_flight.get(), 2);
         tx.send(true).unwrap();
         t.close();
         t.wait().await;
+        assert_eq!(m.background_writes_in_flight.get(), 0);
         assert!(o.spawn_background(&t, async {}));
     }
 }

@@ -1,5 +1,7 @@
 //! Fault injection with real processes (SPEC §11): the store paused (SIGSTOP) and
-//! killed, a Redis Cluster primary killed while its replica takes over, the origin
+//! killed, a Redis Cluster primary killed while its replica takes over, a Sentinel
+//! master killed while its replica takes over (and Sentinel with passwords that never
+//! reach a log line or `/health`), the origin
 //! refusing / hanging / resetting mid-body / trickling, viewers aborting en masse,
 //! SIGTERM during transfers, and the spool folder on a full filesystem.
 //!
@@ -20,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use support::access::{admit_raw, health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
 use support::origin::TestOrigin;
 use support::proxy::{free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
-use support::redis::{RedisCluster, RedisServer};
+use support::redis::{RedisCluster, RedisSentinels, RedisServer};
 
 /// Prints one row of the fault table.
 fn figure(case: &str, text: String) {
@@ -299,6 +301,192 @@ async fn cluster_primary_killed_replica_takes_over() {
             "in-grace segments {served}/{asked} served during failover (expected all; {from_grace} from the grace memory); \
              cluster ok again after {:.1} s; new viewer admitted and served without restart; alive, RSS {rss} MiB",
             failover.as_secs_f64()
+        ),
+    );
+}
+
+/// Admits a fresh viewer for `video` and fetches its playlist; true when both worked
+/// (each needs store writes).
+async fn fresh_viewer_plays(p: &Proxy, video: &Video, ip: &str, uid: &str) -> bool {
+    let v = Viewer::new(ip, CURL);
+    let body = serde_json::json!({"uid": uid, "path": video.playlist, "clientIp": v.ip, "UserAgent": v.ua});
+    let Ok(r) = http_client(None)
+        .post(p.url("/api/whitelist"))
+        .bearer_auth(WL_KEY)
+        .body(body.to_string())
+        .send()
+        .await
+    else {
+        return false;
+    };
+    r.status() == 200
+        && v.get(p, &sign(uid, &video.playlist)).await.status == 200
+        && v.get(p, &video.seg0).await.status == 200
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_master_killed_replica_takes_over() {
+    let mut set = RedisSentinels::start(None, None).unwrap_or_else(|e| panic!("{e}"));
+    let origin = TestOrigin::start().await;
+    let videos: Vec<Video> = (0..3)
+        .map(|i| Video::put(&origin, &format!("vids{i}")))
+        .collect();
+    let mut p = grace_proxy(&set.url(), &origin);
+    let (_, h) = health(&p).await;
+    assert_eq!(h["store"]["kind"], "redis-sentinel", "{h}");
+    assert_eq!(h["store"]["master"], set.nodes[0].addr(), "{h}");
+    let mut viewers = Vec::new();
+    for (i, v) in videos.iter().enumerate() {
+        let ip = format!("198.51.{}.20", 110 + i);
+        viewers.push(watching(&p, v, &ip, &format!("u-s{i}")).await);
+    }
+    // Everything written so far is on the replica too.
+    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].stop();
+    let started = Instant::now();
+    // Until a fresh viewer can be admitted and play again (store writes work), every
+    // in-grace viewer keeps getting segments.
+    let mut served = 0;
+    let mut asked = 0;
+    let mut other = std::collections::BTreeMap::new();
+    let mut failed_writes = 0;
+    let mut n = 0;
+    let recovered = loop {
+        for (v, video) in viewers.iter().zip(&videos) {
+            asked += 1;
+            let r = v.get(&p, &video.seg0).await;
+            if r.status == 200 {
+                served += 1;
+            } else {
+                *other.entry((r.status, r.text())).or_insert(0) += 1;
+            }
+        }
+        n += 1;
+        let fresh = Video::put(&origin, &format!("vidsf{n}"));
+        if fresh_viewer_plays(
+            &p,
+            &fresh,
+            &format!("198.18.1.{}", n % 250),
+            &format!("u-f{n}"),
+        )
+        .await
+        {
+            break started.elapsed();
+        }
+        failed_writes += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no recovery after the failover ({failed_writes} attempts)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        failed_writes > 0,
+        "writes never failed: was the master really gone?"
+    );
+    assert_eq!(
+        served, asked,
+        "in-grace viewers failed during the failover: {other:?}"
+    );
+    assert_eq!(set.master_index(&[0]), Some(1), "the replica was promoted");
+    let (h_status, h) = health(&p).await;
+    assert_eq!(h_status, 200, "{h}");
+    assert_eq!(h["store"]["master"], set.nodes[1].addr(), "{h}");
+    // The viewers from before the failover play on (their sessions were replicated).
+    for (v, video) in viewers.iter().zip(&videos) {
+        assert_eq!(v.get(&p, &video.seg1).await.status, 200);
+    }
+    let rss = alive(&mut p).await;
+    let from_grace = metric(&p, "fileproxy_outage_grace_allowed_total").await;
+    figure(
+        "sentinel master killed",
+        format!(
+            "in-grace segments {served}/{asked} served during failover (expected all; {from_grace} from the grace memory); \
+             {failed_writes} admissions failed, then writes recovered {:.2} s after the kill without restart; \
+             /health names the promoted replica; alive, RSS {rss} MiB",
+            recovered.as_secs_f64()
+        ),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_passwords_reach_no_log_line_or_health() {
+    let (pw, spw) = ("dataPw9f3k", "sentPw2q7z");
+    let mut set = RedisSentinels::start(Some(pw), Some(spw)).unwrap_or_else(|e| panic!("{e}"));
+    let origin = TestOrigin::start().await;
+    let video = Video::put(&origin, "vidsp");
+    let url = set.url();
+    assert!(url.contains(pw) && url.contains(spw), "{url}");
+    // A second proxy with a wrong data-node password logs its AUTH failures.
+    let wrong = url.replacen(pw, "wrongPw5x1c", 1);
+    let mut p = ProxyConfig::trusting_loopback(&url)
+        .store("op_timeout_ms = 300\noutage_grace_s = 60")
+        .start(&origin.url());
+    let mut bad = ProxyConfig::trusting_loopback(&wrong)
+        .store("op_timeout_ms = 300")
+        .start(&origin.url());
+    let v = watching(&p, &video, "203.0.113.60", "u-pw").await;
+    let (h_status, h) = health(&p).await;
+    assert_eq!(h_status, 200, "{h}");
+    assert_eq!(h["store"]["kind"], "redis-sentinel");
+    let (bad_status, bad_h) = health(&bad).await;
+    assert_eq!(bad_status, 503, "{bad_h}");
+    // A failover with passwords: the proxy logs the outage and the new master.
+    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].stop();
+    let started = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let fresh = Video::put(&origin, &format!("vidspf{n}"));
+        if fresh_viewer_plays(
+            &p,
+            &fresh,
+            &format!("198.18.2.{}", n % 250),
+            &format!("u-pf{n}"),
+        )
+        .await
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(v.get(&p, &video.seg1).await.status, 200);
+    let (_, h_after) = health(&p).await;
+    assert_eq!(h_after["store"]["master"], set.nodes[1].addr(), "{h_after}");
+    let _ = alive(&mut p).await;
+    let _ = alive(&mut bad).await;
+    // Give both a moment to write what they log, then read everything.
+    let text = format!(
+        "{}\n{}\n{h}\n{bad_h}\n{h_after}",
+        p.log_text(),
+        bad.log_text()
+    );
+    for secret in [pw, spw, "wrongPw5x1c"] {
+        assert!(
+            !text.contains(secret),
+            "{secret} leaked: {}",
+            text.lines().find(|l| l.contains(secret)).unwrap_or("")
+        );
+    }
+    assert!(
+        p.log_text().contains("sentinel master in use"),
+        "{}",
+        p.log_text()
+    );
+    assert!(bad.log_text().contains("***"), "the URL is logged redacted");
+    assert!(
+        bad.log_text().contains("no sentinel master reachable"),
+        "the wrong password's failure is logged: {}",
+        bad.log_text()
+    );
+    figure(
+        "sentinel with passwords",
+        format!(
+            "data-node and sentinel passwords in no log line ({} lines read) or /health, \
+             wrong password refused (503) without echo, failover followed",
+            text.lines().count()
         ),
     );
 }

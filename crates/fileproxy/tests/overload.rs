@@ -1,7 +1,8 @@
 //! SPEC §11 against the real binary on real sockets: every connection phase has a
 //! deadline (silent sockets, half an HTTP/2 preface, idle keep-alive, idle HTTP/2), the
-//! per-IP connection cap, the origin in-flight bound (503 + `Retry-After: 1`), cut
-//! transfers accounted at shutdown, and the durable spool folder by default.
+//! per-IP connection cap, the origin in-flight bound (503 + `Retry-After: 1`), the
+//! bound on deferred store writes while Redis is slow, cut transfers accounted at
+//! shutdown, and the durable spool folder by default.
 
 mod support;
 
@@ -16,9 +17,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::access::{health, http_client};
+use support::access::{health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
 use support::origin::TestOrigin;
 use support::proxy::{free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
+use support::redis::{RedisServer, SlowLink};
 
 /// Reads until the peer closes (Ok(0) or an error); returns how long that took, or
 /// `None` when it is still open after `limit`.
@@ -532,5 +534,109 @@ async fn tls_sockets_silent_before_or_after_the_handshake_are_closed() {
     assert!(
         matches!(end, Ok(Ok(0)) | Ok(Err(_))),
         "TLS socket silent after the handshake kept open"
+    );
+}
+
+/// The value of an unlabelled series in a `/metrics` text (0 when absent).
+fn series(text: &str, name: &str) -> i64 {
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// SPEC §11: background store writes are bounded (dropped and counted past the bound,
+/// never piling up). Redis is made slow by a relay that holds every command 300 ms
+/// (a frozen Redis would fail the requests' reads, and the requests would never get as
+/// far as spawning a session extension; `CLIENT PAUSE … WRITE` stalls the reads too,
+/// as they share the writes' connection). Each allowed segment request then hands its
+/// session extension (three round trips) to the background.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_session_writes_are_bounded_while_redis_is_slow() {
+    const BOUND: i64 = 4;
+    let origin = TestOrigin::start().await;
+    let video = Video::put(&origin, "vidbg");
+    let redis = RedisServer::start();
+    let link = SlowLink::start(redis.addr().parse().unwrap()).await;
+    let mut p = ProxyConfig::trusting_loopback(&format!("redis://{}", link.addr))
+        .store(&format!(
+            "op_timeout_ms = 5000\nmax_background_writes = {BOUND}"
+        ))
+        .start(&origin.url());
+    let v = Viewer::new("203.0.113.70", CURL);
+    v.admit(&p, "u-bg", &video.playlist).await;
+    assert_eq!(v.get(&p, &sign("u-bg", &video.playlist)).await.status, 200);
+    assert_eq!(v.get(&p, &video.seg0).await.status, 200);
+    let m = metrics_text(&p, None).await;
+    let dropped_before = series(&m, "fileproxy_background_writes_dropped_total");
+    let rss_before = p.rss() >> 20;
+
+    link.set_delay(Duration::from_millis(300));
+    let n = 400;
+    let mut served = 0;
+    let mut peak = 0;
+    let started = Instant::now();
+    for _ in 0..n / 50 {
+        let gets = (0..50).map(|_| v.get(&p, &video.seg0));
+        for r in futures_util::future::join_all(gets).await {
+            served += usize::from(r.status == 200);
+        }
+        let m = metrics_text(&p, None).await;
+        peak = peak.max(series(&m, "fileproxy_background_writes_in_flight"));
+    }
+    let burst = started.elapsed();
+    let m = metrics_text(&p, None).await;
+    let dropped = series(&m, "fileproxy_background_writes_dropped_total") - dropped_before;
+    let rss = p.rss() >> 20;
+    assert_eq!(served, n, "segments failed while Redis was only slow");
+    assert!(peak <= BOUND, "{peak} deferred writes in flight > {BOUND}");
+    assert_eq!(peak, BOUND, "the slow writes never filled the bound");
+    // An extension takes at least three delayed round trips (0.9 s), so each slot
+    // finished at most burst / 0.9 s of them; everything else was dropped.
+    let ran = BOUND * (burst.as_millis() as i64 / 900 + 1);
+    assert!(
+        dropped >= n as i64 - ran,
+        "{dropped} dropped of {n}; at most {ran} can have run"
+    );
+    assert!(rss < 256, "RSS {rss} MiB");
+
+    link.set_delay(Duration::ZERO);
+    // Nothing piled up: the few running writes finish and the gauge drops to 0.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = metrics_text(&p, None).await;
+        if series(&m, "fileproxy_background_writes_in_flight") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "background writes left: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The store works again: a new admission, and extensions run instead of dropping.
+    let w = Viewer::new("203.0.113.71", CURL);
+    w.admit(&p, "u-bg2", &video.playlist).await;
+    assert_eq!(w.get(&p, &sign("u-bg2", &video.playlist)).await.status, 200);
+    let dropped_after = series(
+        &metrics_text(&p, None).await,
+        "fileproxy_background_writes_dropped_total",
+    );
+    for _ in 0..10 {
+        assert_eq!(w.get(&p, &video.seg0).await.status, 200);
+    }
+    let m = metrics_text(&p, None).await;
+    assert_eq!(
+        series(&m, "fileproxy_background_writes_dropped_total"),
+        dropped_after,
+        "extensions dropped with a healthy store"
+    );
+    assert!(
+        p.child.try_wait().ok().flatten().is_none(),
+        "fileproxy exited"
+    );
+    eprintln!(
+        "OVERLOAD | deferred writes, Redis 300 ms slow | {n} segment requests in {:.1} s all served; \
+         in flight at most {peak} (bound {BOUND}); {dropped} extensions dropped and counted; \
+         RSS {rss_before} → {rss} MiB; gauge back to 0 once Redis is fast; store works",
+        burst.as_secs_f64()
     );
 }

@@ -1,8 +1,10 @@
 //! One conformance suite for every [`Store`] backend: each check runs against a
 //! `MemoryStore` and against a `RedisStore` on a real `redis-server` started here;
-//! the whole suite also runs against a 3-node Redis Cluster and over TLS. Then
-//! Redis-only behaviour: password and database from the URL, reconnecting after a
-//! restart, starting while Redis is down, and timing out while Redis is frozen.
+//! the whole suite also runs against a 3-node Redis Cluster, over TLS, and through
+//! Redis Sentinel (with and without passwords). Then Redis-only behaviour: password and
+//! database from the URL, reconnecting after a restart, starting while Redis is down,
+//! timing out while Redis is frozen, and following Sentinel failovers (master killed,
+//! manual failover) with single-flight, rate-limited lookups.
 
 mod support;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use fileproxy::config::StoreConfig;
 use fileproxy::store::{self, update_json, SharedStore, StoreError, Write};
-use support::redis::{free_port, RedisCluster, RedisServer, TlsFiles};
+use support::redis::{free_port, RedisCluster, RedisSentinels, RedisServer, TlsFiles};
 
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_millis(1000);
@@ -843,4 +845,230 @@ async fn redis_cluster_recovers_after_node_restart() {
             assert_eq!(v, s("v"), "{k}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Redis Sentinel.
+
+fn sentinels(password: Option<&str>, sentinel_password: Option<&str>) -> RedisSentinels {
+    RedisSentinels::start(password, sentinel_password).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_on_redis_sentinel() {
+    let set = sentinels(None, None);
+    let st = open(&set.url()).await;
+    assert_eq!(st.kind(), "redis-sentinel");
+    run_all(st.clone()).await;
+    // It really went to the master, and says so.
+    st.set("sn:probe", "yes", LONG).await.unwrap();
+    assert_eq!(set.nodes[0].cli(&["GET", "sn:probe"]), "yes");
+    assert_eq!(st.topology(), Some(set.nodes[0].addr()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_suite_on_redis_sentinel_with_passwords_and_db() {
+    let (pw, spw) = ("d@ta pw/1", "sent:nel&pw");
+    let set = sentinels(Some(pw), Some(spw));
+    let url = set.url().replacen("/m?", "/m/2?", 1);
+    assert!(
+        url.contains("/m/2?sentinel_password=sent%3Anel%26pw"),
+        "{url}"
+    );
+    let st = open(&url).await;
+    run_all(st.clone()).await;
+    st.set("snp:k", "in-db-2", LONG).await.unwrap();
+    assert_eq!(set.nodes[0].cli(&["-n", "2", "GET", "snp:k"]), "in-db-2");
+    assert_eq!(set.nodes[0].cli(&["-n", "0", "EXISTS", "snp:k"]), "0");
+    let debug = fileproxy::store::redis::RedisStore::new(&cfg(&url, 1_000)).unwrap();
+    let shown = format!("{debug:?} {:?}", st.topology());
+    for secret in [pw, spw, "d%40ta", "sent%3Anel"] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+
+    // Wrong passwords, for the data nodes and for the sentinels: operations fail and
+    // no message shows any password.
+    let wrong_data = url.replacen("d%40ta", "wr0ng", 1);
+    let wrong_sentinel = url.replacen("sent%3Anel", "wr0ng", 1);
+    for bad in [wrong_data, wrong_sentinel] {
+        let st = fileproxy::store::redis::RedisStore::new(&cfg(&bad, 1_000)).unwrap();
+        let err = fileproxy::store::Store::get(&st, "snp:k")
+            .await
+            .unwrap_err();
+        let msg = format!("{err} {err:?} {st:?}");
+        assert!(
+            matches!(err, StoreError::Unavailable(_) | StoreError::Timeout),
+            "{msg}"
+        );
+        for secret in [pw, spw, "wr0ng", "d%40ta", "sent%3Anel"] {
+            assert!(!msg.contains(secret), "{secret} in {msg}");
+        }
+    }
+}
+
+/// Sets `key` every 50 ms until a set fails and then one succeeds again; returns
+/// (failures seen, time from `since` to the first success after them).
+async fn writes_until_recovered(
+    st: &SharedStore,
+    key: &str,
+    since: std::time::Instant,
+    limit: Duration,
+) -> (u32, Duration) {
+    let mut failed = 0;
+    loop {
+        match st.set(key, "after", LONG).await {
+            Ok(()) if failed > 0 => return (failed, since.elapsed()),
+            Ok(()) => {}
+            Err(_) => failed += 1,
+        }
+        assert!(
+            since.elapsed() < limit,
+            "no recovery within {limit:?} ({failed} failures)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_store_follows_the_replica_when_the_master_is_killed() {
+    let mut set = sentinels(None, None);
+    let st = store::open(&cfg(&set.url(), 300)).await.unwrap();
+    st.set("fo:before", "1", LONG).await.unwrap();
+    // Replicated before the kill, so the promoted replica has it.
+    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    let started = std::time::Instant::now();
+    set.nodes[0].stop();
+    let (failed, recovered) =
+        writes_until_recovered(&st, "fo:after", started, Duration::from_secs(60)).await;
+    eprintln!(
+        "FAILOVER | sentinel master killed | {failed} failed writes, writes work again after {:.2} s",
+        recovered.as_secs_f64()
+    );
+    assert_eq!(set.master_index(&[0]), Some(1), "the replica was promoted");
+    assert_eq!(set.nodes[1].cli(&["GET", "fo:after"]), "after");
+    assert_eq!(st.get("fo:before").await.unwrap(), s("1"));
+    assert_eq!(st.topology(), Some(set.nodes[1].addr()));
+    // Scripts work on the new master (loaded there on first use if needed).
+    assert_eq!(st.incr_window("fo:c", LONG).await.unwrap().count, 1);
+    assert!(st.compare_and_set("fo:cas", None, "x", LONG).await.unwrap());
+}
+
+/// A frozen master (SIGSTOP) breaks no connection: only the operations' deadlines
+/// tell, and they must start the lookup that finds the promoted replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_store_follows_the_replica_when_the_master_freezes() {
+    let mut set = sentinels(None, None);
+    let st = store::open(&cfg(&set.url(), 300)).await.unwrap();
+    st.set("fz:before", "1", LONG).await.unwrap();
+    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    let started = std::time::Instant::now();
+    set.nodes[0].pause();
+    let (failed, recovered) =
+        writes_until_recovered(&st, "fz:after", started, Duration::from_secs(60)).await;
+    eprintln!(
+        "FAILOVER | sentinel master frozen | {failed} failed writes, writes work again after {:.2} s",
+        recovered.as_secs_f64()
+    );
+    assert_eq!(set.nodes[1].cli(&["GET", "fz:after"]), "after");
+    assert_eq!(st.get("fz:before").await.unwrap(), s("1"));
+    assert_eq!(st.topology(), Some(set.nodes[1].addr()));
+    set.nodes[0].stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_store_follows_a_manual_failover_of_a_live_master() {
+    let set = sentinels(None, None);
+    let st = store::open(&cfg(&set.url(), 500)).await.unwrap();
+    st.set("mf:before", "1", LONG).await.unwrap();
+    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    // The old master stays up and is turned into a replica (READONLY from then on).
+    assert_eq!(
+        set.sentinels[0].cli(&["SENTINEL", "FAILOVER", RedisSentinels::NAME]),
+        "OK"
+    );
+    set.wait_master(1).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if st.set("mf:after", "2", LONG).await.is_ok()
+            && set.nodes[1].cli(&["GET", "mf:after"]) == "2"
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes never reached the new master"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(set.nodes[0].cli(&["ROLE"]).starts_with("slave"));
+    assert_eq!(st.incr_window("mf:c", LONG).await.unwrap().count, 1);
+    assert_eq!(set.nodes[1].cli(&["GET", "mf:c"]), "1");
+    assert_eq!(st.get("mf:before").await.unwrap(), s("1"));
+}
+
+/// Commands the sentinels have processed so far (their `INFO` has no per-command
+/// figures): our lookups plus their own chatter (pings between them).
+fn sentinel_commands(set: &RedisSentinels) -> u64 {
+    set.sentinels
+        .iter()
+        .map(|s| {
+            s.cli(&["INFO", "stats"])
+                .lines()
+                .find_map(|l| l.strip_prefix("total_commands_processed:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_lookups_are_single_flight_and_rate_limited() {
+    let mut set = sentinels(None, None);
+    let st = store::open(&cfg(&set.url(), 300)).await.unwrap();
+    st.set("sf:k", "1", LONG).await.unwrap();
+    // The window ends before the sentinels even call the master down (1 s), so they
+    // keep naming the dead master and every lookup fails.
+    let window = Duration::from_millis(800);
+    let quiet_start = sentinel_commands(&set);
+    tokio::time::sleep(window).await;
+    let chatter = sentinel_commands(&set) - quiet_start;
+
+    let before = sentinel_commands(&set);
+    set.nodes[0].stop();
+    let started = std::time::Instant::now();
+    // Waves of 1,000 concurrent reads against the dead master.
+    let mut failed = 0;
+    let mut asked = 0;
+    while started.elapsed() < window {
+        let reads = (0..1000).map(|_| {
+            let st = st.clone();
+            tokio::spawn(async move { st.get("sf:k").await.is_err() })
+        });
+        for r in futures_util::future::join_all(reads).await {
+            asked += 1;
+            failed += usize::from(r.unwrap());
+        }
+    }
+    let elapsed = started.elapsed();
+    let made = sentinel_commands(&set) - before;
+    // One lookup asks at most 3 sentinels, and lookups start at most every 250 ms;
+    // plus the sentinels' own chatter (measured over the same time before the kill,
+    // doubled for slack).
+    let lookups_bound = 3 * (elapsed.as_millis() as u64 / 250 + 2);
+    let bound = lookups_bound + 2 * chatter + 10;
+    eprintln!(
+        "FAILOVER | lookups while the master is dead | {failed}/{asked} reads failed; \
+         sentinels processed {made} commands in {:.2} s (chatter alone {chatter}; bound {bound})",
+        elapsed.as_secs_f64()
+    );
+    assert_eq!(failed, asked, "reads against a dead master succeeded?");
+    assert!(asked >= 1000);
+    assert!(
+        made <= bound,
+        "{made} sentinel commands > {bound}: lookups not shared"
+    );
+    // And the store is not stuck: after the failover it works again.
+    let (_, recovered) =
+        writes_until_recovered(&st, "sf:after", started, Duration::from_secs(60)).await;
+    assert!(recovered > Duration::ZERO);
 }

@@ -145,6 +145,10 @@ impl Store for TimedStore {
     fn kind(&self) -> &'static str {
         self.inner.kind()
     }
+
+    fn topology(&self) -> Option<String> {
+        self.inner.topology()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! The access policy only talks to this trait, so the same rules run in one process
 //! (`memory://`) or across many processes sharing Redis (`redis://`, `rediss://`,
-//! `redis+cluster://`). Values are strings (JSON for structured entries, as the Python
+//! `redis+cluster://`, `redis+sentinel://`). Values are strings (JSON for structured entries, as the Python
 //! version writes them); keys are SPEC.md §6's.
 //!
 //! Both backends behave alike (one conformance suite, `tests/store_conformance.rs`,
@@ -20,6 +20,7 @@ use crate::config::{redact_url, StoreConfig};
 
 pub mod memory;
 pub mod redis;
+pub mod sentinel;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +182,15 @@ pub trait Store: Send + Sync + 'static {
     /// One round trip to the store; returns its latency.
     async fn ping(&self) -> Result<Duration, StoreError>;
 
-    /// Short name of the backend for `/health` (`memory`, `redis`, `redis-cluster`).
+    /// Short name of the backend for `/health` (`memory`, `redis`, `redis-cluster`,
+    /// `redis-sentinel`).
     fn kind(&self) -> &'static str;
+
+    /// Where the backend points now, for `/health` (the Sentinel master's
+    /// `host:port`); never a password. `None` when there is nothing to say.
+    fn topology(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A shared handle to the configured store.
@@ -204,8 +212,8 @@ const MEMORY_SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Opens the store named by `store.url`.
 ///
 /// `memory://` gives a fresh [`memory::MemoryStore`] with a background sweeper.
-/// `redis://`, `rediss://`, `redis+cluster://` and `rediss+cluster://` give a
-/// [`redis::RedisStore`]. A malformed URL or an unreadable `store.tls_ca_file` is an
+/// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` and
+/// `redis+sentinel://` give a [`redis::RedisStore`]. A malformed URL or an unreadable `store.tls_ca_file` is an
 /// error, but an unreachable Redis is not: the store is returned anyway (a warning is
 /// logged), its operations fail with [`StoreError::Unavailable`] or
 /// [`StoreError::Timeout`] until Redis answers, and it reconnects by itself, so the
@@ -221,7 +229,7 @@ pub async fn open(cfg: &StoreConfig) -> anyhow::Result<SharedStore> {
             store.spawn_sweeper(MEMORY_SWEEP_EVERY);
             Ok(store)
         }
-        crate::store_url::StoreUrl::Redis { .. } => {
+        crate::store_url::StoreUrl::Redis { .. } | crate::store_url::StoreUrl::Sentinel => {
             Ok(Arc::new(redis::RedisStore::open(cfg).await?))
         }
     }

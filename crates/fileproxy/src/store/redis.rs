@@ -1,10 +1,13 @@
-//! Redis [`Store`]: standalone (`redis://`, `rediss://`) or Redis Cluster
-//! (`redis+cluster://`, `rediss+cluster://`).
+//! Redis [`Store`]: standalone (`redis://`, `rediss://`), Redis Cluster
+//! (`redis+cluster://`, `rediss+cluster://`) or a master found through Redis Sentinel
+//! (`redis+sentinel://`, see [`super::sentinel`]; `rediss+sentinel://` is refused).
 //!
 //! URLs: `redis://[[user]:password@]host:port[/db]`, `rediss://…` for TLS (rustls;
 //! the server certificate is checked against `store.tls_ca_file` when set, else the
 //! bundled public roots), and `redis+cluster://[[user]:password@]h1:p1,h2:p2` for a
-//! cluster (the credentials apply to every node).
+//! cluster (the credentials apply to every node), and
+//! `redis+sentinel://[[user]:password@]s1:p1,s2:p2/<master>[/db][?sentinel_password=…]`
+//! (the credentials apply to the data nodes; the sentinels get `sentinel_password`).
 //!
 //! Standalone uses a [`ConnectionManager`], which reconnects by itself; a cluster uses
 //! a [`ClusterConnection`] created on first use (and retried on every operation
@@ -29,6 +32,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
+use super::sentinel::{SentinelConn, SentinelMaster};
 use super::{ttl_millis, MemberTouch, Store, StoreError, WindowCount, Write};
 use crate::config::{redact_url, StoreConfig};
 
@@ -116,6 +120,7 @@ const MAX_LIST_LEN: usize = 1 << 40;
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelConn),
 }
 
 impl ConnectionLike for Conn {
@@ -123,6 +128,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -135,6 +141,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
@@ -142,6 +149,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(c) => c.get_db(),
         }
     }
 }
@@ -149,6 +157,7 @@ impl ConnectionLike for Conn {
 enum Backend {
     Single(ConnectionManager),
     Cluster(Box<LazyCluster>),
+    Sentinel(SentinelMaster),
 }
 
 /// A cluster connection made on first successful use.
@@ -194,6 +203,11 @@ fn url_secrets(url: &str) -> Vec<String> {
     let Some((_, raw)) = userinfo.split_once(':') else {
         return Vec::new();
     };
+    password_forms(raw)
+}
+
+/// A password as written in a URL and percent-decoded (empty → none).
+fn password_forms(raw: &str) -> Vec<String> {
     if raw.is_empty() {
         return Vec::new();
     }
@@ -238,6 +252,7 @@ impl RedisStore {
             .split_once("://")
             .with_context(|| format!("store.url = {redacted_url:?}: missing scheme"))?;
         let (tls, cluster) = match scheme {
+            "redis+sentinel" | "rediss+sentinel" => (false, false),
             "redis" => (false, false),
             "rediss" => (true, false),
             "redis+cluster" => (false, true),
@@ -258,7 +273,17 @@ impl RedisStore {
                 root_cert: Some(pem),
             })
         };
-        let secrets = url_secrets(&cfg.url);
+        let sentinel = if scheme.ends_with("+sentinel") {
+            let parsed = crate::store_url::SentinelUrl::parse(&cfg.url)
+                .map_err(|why| anyhow::anyhow!("store.url = {redacted_url:?}: {why}"))?;
+            Some(parsed)
+        } else {
+            None
+        };
+        let mut secrets = url_secrets(&cfg.url);
+        if let Some(pw) = sentinel.as_ref().and_then(|u| u.sentinel_password.as_ref()) {
+            secrets.extend(password_forms(pw));
+        }
         // Name the key, and make sure no password leaks through redis-rs's message.
         let bad_url = |e: RedisError| {
             let mut msg = e.to_string();
@@ -267,7 +292,11 @@ impl RedisStore {
             }
             anyhow::anyhow!("store.url = {redacted_url:?}: {msg}")
         };
-        let backend = if cluster {
+        let backend = if let Some(url) = sentinel {
+            Backend::Sentinel(
+                SentinelMaster::new(url, op_timeout, secrets.clone()).map_err(bad_url)?,
+            )
+        } else if cluster {
             let node_scheme = if tls { "rediss" } else { "redis" };
             let nodes = cluster_node_urls(node_scheme, rest)
                 .with_context(|| format!("store.url = {redacted_url:?}"))?;
@@ -339,6 +368,7 @@ impl RedisStore {
                 .await
                 .cloned()
                 .map(Conn::Cluster),
+            Backend::Sentinel(s) => Ok(Conn::Sentinel(s.conn())),
         }
     }
 
@@ -418,7 +448,7 @@ impl Store for RedisStore {
         }
         self.run(async {
             let mut c = self.conn().await?;
-            if matches!(c, Conn::Single(_)) {
+            if !matches!(c, Conn::Cluster(_)) {
                 let mut p = ::redis::pipe();
                 for w in writes {
                     add_write(&mut p, w);
@@ -631,6 +661,14 @@ impl Store for RedisStore {
         match self.backend {
             Backend::Single(_) => "redis",
             Backend::Cluster(_) => "redis-cluster",
+            Backend::Sentinel(_) => "redis-sentinel",
+        }
+    }
+
+    fn topology(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Sentinel(s) => s.master_addr(),
+            _ => None,
         }
     }
 }
@@ -670,6 +708,9 @@ mod tests {
             "redis://:hunter2@h:1/notadb",
             "redis+cluster://:hunter2@",
             "mongo://:hunter2@h",
+            "redis+sentinel://:hunter2@h:1",
+            "redis+sentinel://h:1/m?sentinel_password=hunter2&x=1",
+            "rediss+sentinel://:hunter2@h:1/m",
         ] {
             let cfg = StoreConfig {
                 url: url.into(),

@@ -1,6 +1,7 @@
 //! Real `redis-server` processes for tests: on a free loopback port, no persistence,
 //! killed on drop. Supports a password, TLS (certificates made with rcgen), pausing
-//! (SIGSTOP/SIGCONT), stop/restart on the same port, and small Redis Clusters.
+//! (SIGSTOP/SIGCONT), stop/restart on the same port, small Redis Clusters, and a
+//! master with a replica watched by three sentinels.
 
 use std::io::{Read, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -69,6 +70,8 @@ pub struct RedisServerBuilder {
     cluster: bool,
     port: Option<u16>,
     extra: Vec<String>,
+    /// Config file text of a sentinel (runs `redis-server <file> --sentinel`).
+    sentinel_conf: Option<String>,
 }
 
 impl RedisServerBuilder {
@@ -96,6 +99,13 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Runs as a sentinel with this config file text (written into the server's own
+    /// folder, which the sentinel rewrites).
+    pub fn sentinel(mut self, conf: &str) -> Self {
+        self.sentinel_conf = Some(conf.to_string());
+        self
+    }
+
     /// Adds raw `redis-server` arguments.
     pub fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_string());
@@ -117,7 +127,7 @@ impl RedisServerBuilder {
                 port: fixed.unwrap_or_else(free_port),
                 child: None,
                 bus_port: if self.cluster { free_port() } else { 0 },
-                opts: self.clone(),
+                opts: Box::new(self.clone()),
                 dir: tempfile::tempdir().map_err(|e| e.to_string())?,
                 paused: false,
             };
@@ -138,7 +148,7 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Cluster bus port (kept across restarts).
     bus_port: u16,
-    opts: RedisServerBuilder,
+    opts: Box<RedisServerBuilder>,
     dir: tempfile::TempDir,
     paused: bool,
 }
@@ -206,6 +216,11 @@ impl RedisServer {
         // A restart must not see the previous run's "ready" line.
         let _ = std::fs::remove_file(self.log_path());
         let mut cmd = Command::new("redis-server");
+        if let Some(conf) = &self.opts.sentinel_conf {
+            let path = self.dir.path().join("sentinel.conf");
+            std::fs::write(&path, conf).map_err(|e| e.to_string())?;
+            cmd.arg(path).arg("--sentinel");
+        }
         cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
@@ -511,5 +526,229 @@ impl RedisCluster {
         let addrs: Vec<String> = self.nodes.iter().map(RedisServer::addr).collect();
         let userinfo = self.nodes.first().map(|n| n.userinfo()).unwrap_or_default();
         format!("{}://{userinfo}{}", self.scheme, addrs.join(","))
+    }
+}
+
+/// A master and one replica (`--replicaof`) watched by three sentinels as
+/// [`RedisSentinels::NAME`] (quorum 2, down after 1 s, failover timeout 3 s).
+#[derive(Debug)]
+pub struct RedisSentinels {
+    /// Data nodes: `[0]` starts as the master, `[1]` as its replica.
+    pub nodes: Vec<RedisServer>,
+    /// The three sentinels.
+    pub sentinels: Vec<RedisServer>,
+    password: Option<String>,
+    sentinel_password: Option<String>,
+}
+
+impl RedisSentinels {
+    /// The monitored master's name.
+    pub const NAME: &'static str = "m";
+
+    /// Starts everything; `password` protects the data nodes (`requirepass` +
+    /// `masterauth`), `sentinel_password` the sentinels. Waits until the replica is in
+    /// sync and every sentinel knows the replica and the two other sentinels.
+    pub fn start(
+        password: Option<&str>,
+        sentinel_password: Option<&str>,
+    ) -> Result<RedisSentinels, String> {
+        let mut base = RedisServer::builder()
+            .arg("--repl-diskless-sync-delay")
+            .arg("0");
+        if let Some(pw) = password {
+            base = base.password(pw).arg("--masterauth").arg(pw);
+        }
+        let master = base.clone().try_start()?;
+        let replica = base
+            .arg("--replicaof")
+            .arg("127.0.0.1")
+            .arg(&master.port.to_string())
+            .try_start()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = replica.cli(&["INFO", "replication"]);
+            if info.contains("master_link_status:up") {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("replica never synced: {info}"));
+            }
+            sleep(Duration::from_millis(100));
+        }
+        let mut conf = format!(
+            "sentinel resolve-hostnames no\n\
+             sentinel monitor {name} 127.0.0.1 {port} 2\n\
+             sentinel down-after-milliseconds {name} 1000\n\
+             sentinel failover-timeout {name} 3000\n",
+            name = Self::NAME,
+            port = master.port
+        );
+        if let Some(pw) = password {
+            conf.push_str(&format!("sentinel auth-pass {} {pw:?}\n", Self::NAME));
+        }
+        if let Some(pw) = sentinel_password {
+            conf.push_str(&format!("sentinel sentinel-pass {pw:?}\n"));
+        }
+        let mut sentinels = Vec::new();
+        for _ in 0..3 {
+            let mut b = RedisServer::builder().sentinel(&conf);
+            if let Some(pw) = sentinel_password {
+                b = b.password(pw);
+            }
+            sentinels.push(b.try_start()?);
+        }
+        let set = RedisSentinels {
+            nodes: vec![master, replica],
+            sentinels,
+            password: password.map(str::to_string),
+            sentinel_password: sentinel_password.map(str::to_string),
+        };
+        // Each sentinel must know the replica and the others, or no failover happens.
+        for s in &set.sentinels {
+            loop {
+                let m = set.sentinel_view(s);
+                let field = |k: &str| m.get(k).cloned().unwrap_or_default();
+                if field("num-slaves") == "1" && field("num-other-sentinels") == "2" {
+                    break;
+                }
+                if Instant::now() > deadline + Duration::from_secs(30) {
+                    return Err(format!("sentinel {} never saw everyone: {m:?}", s.port));
+                }
+                sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(set)
+    }
+
+    /// `SENTINEL MASTER <name>` of sentinel `s`, as field → value.
+    fn sentinel_view(&self, s: &RedisServer) -> std::collections::BTreeMap<String, String> {
+        let out = s.cli(&["SENTINEL", "MASTER", Self::NAME]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter_map(|kv| Some((kv.first()?.to_string(), kv.get(1)?.to_string())))
+            .collect()
+    }
+
+    /// `redis+sentinel://[:password@]127.0.0.1:s1,…/m[?sentinel_password=…]`
+    /// (passwords percent-encoded).
+    pub fn url(&self) -> String {
+        let enc = |pw: &str| {
+            percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC)
+                .to_string()
+        };
+        let userinfo = self
+            .password
+            .as_deref()
+            .map(|pw| format!(":{}@", enc(pw)))
+            .unwrap_or_default();
+        let hosts: Vec<String> = self.sentinels.iter().map(RedisServer::addr).collect();
+        let query = self
+            .sentinel_password
+            .as_deref()
+            .map(|pw| format!("?sentinel_password={}", enc(pw)))
+            .unwrap_or_default();
+        format!(
+            "redis+sentinel://{userinfo}{}/{}{query}",
+            hosts.join(","),
+            Self::NAME
+        )
+    }
+
+    /// Which data node says `ROLE` master now (skipping stopped ones).
+    pub fn master_index(&self, skip: &[usize]) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|i| !skip.contains(i))
+            .find(|&i| self.nodes[i].cli(&["ROLE"]).starts_with("master"))
+    }
+
+    /// Waits (up to 60 s) until node `to` is master and every live sentinel names it.
+    pub fn wait_master(&self, to: usize) -> Result<Duration, String> {
+        let start = Instant::now();
+        let want = self.nodes[to].port.to_string();
+        loop {
+            let is_master = self.nodes[to].cli(&["ROLE"]).starts_with("master");
+            let named = self.sentinels.iter().all(|s| {
+                s.cli(&["SENTINEL", "get-master-addr-by-name", Self::NAME])
+                    .lines()
+                    .nth(1)
+                    == Some(want.as_str())
+            });
+            if is_master && named {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("node {to} never became the named master"));
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A loopback TCP relay in front of a server that holds every byte sent to it for an
+/// adjustable delay (order kept, nothing lost): a slow network or a slow Redis, for
+/// real clients on real sockets.
+#[derive(Debug)]
+pub struct SlowLink {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowLink {
+    /// Starts relaying to `target` (no delay yet). Needs a Tokio runtime.
+    pub async fn start(target: SocketAddr) -> SlowLink {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let addr = listener.local_addr().expect("relay addr");
+        let delay_ms = std::sync::Arc::new(AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let delay = delay.clone();
+                let (mut client_r, mut client_w) = client.into_split();
+                let (mut server_r, mut server_w) = server.into_split();
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+                // Client → server: every chunk waits out the delay set when it arrived.
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = client_r.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let at =
+                            Instant::now() + Duration::from_millis(delay.load(Ordering::Relaxed));
+                        if tx.send((at, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Some((at, chunk)) = rx.recv().await {
+                        tokio::time::sleep_until(at.into()).await;
+                        if server_w.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_r, &mut client_w).await;
+                });
+            }
+        });
+        SlowLink { addr, delay_ms }
+    }
+
+    /// Holds each byte sent from now on for `d`.
+    pub fn set_delay(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms
+            .store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 }
