@@ -13,18 +13,11 @@ use crate::response::{self, Body};
 pub async fn handle(app: &App) -> Response<Body> {
     let timeout = Duration::from_millis(app.config.store.op_timeout_ms);
     let store = match tokio::time::timeout(timeout, app.store.ping()).await {
-        Ok(Ok(latency)) => {
-            let mut s = serde_json::json!({
-                "kind": app.store.kind(),
-                "reachable": true,
-                "latency_ms": latency.as_secs_f64() * 1000.0,
-            });
-            // The Sentinel master in use (host:port), only while it answers.
-            if let Some(master) = app.store.topology() {
-                s["master"] = serde_json::Value::String(master);
-            }
-            s
-        }
+        Ok(Ok(latency)) => serde_json::json!({
+            "kind": app.store.kind(),
+            "reachable": true,
+            "latency_ms": latency.as_secs_f64() * 1000.0,
+        }),
         // SPEC §10: no store or library text (addresses, messages) in the answer.
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health: store ping failed");

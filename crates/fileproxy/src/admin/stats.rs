@@ -85,6 +85,9 @@ pub fn handle(app: &App) -> Response<Body> {
         },
         "breakdown": app.metrics.breakdown(),
         "cache": app.metrics.cache.stats(),
+        // The Sentinel master in use (`host:port`), here rather than in the public
+        // /health, which names no address.
+        "store": { "kind": app.store.kind(), "master": app.store.topology() },
     });
     if let (serde_json::Value::Object(m), serde_json::Value::Object(w)) =
         (&mut body, app.window.views(&t))
