@@ -520,6 +520,7 @@ impl SegmentCache {
         }
         obj.finish(End::Complete);
         drop(guard);
+        obj.compact();
         let mut index = self.index();
         let Index { slots, lru } = &mut *index;
         if let Some(Slot::Object { id: i, tick: t, .. }) = slots.get_mut(&key) {
