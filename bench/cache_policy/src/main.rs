@@ -104,10 +104,13 @@ trait Policy: Sync {
     }
 }
 
+/// Key → (size in KiB, LRU position), as the server's index keeps them.
+type Entries = HashMap<u64, (u32, u64)>;
+
 /// FileProxy's LRU as the server uses it: key → (size, position) map plus [`Lru`],
 /// under one mutex.
 struct FileProxyLru {
-    inner: Mutex<(HashMap<u64, (u32, u64)>, Lru<u64>)>,
+    inner: Mutex<(Entries, Lru<u64>)>,
     max: u64,
 }
 
