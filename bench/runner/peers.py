@@ -24,6 +24,32 @@ def start_origin(topo, media_dir, rundir):
     return p
 
 
+def origin_counts(rundir):
+    """From the origin's access log: requests per distinct segment (min / mean / max over
+    the segments requested at all) and body bytes sent, for segments and in total."""
+    per_seg, seg_bytes, total_bytes = {}, 0, 0
+    try:
+        with open(os.path.join(rundir, "origin-access.log")) as f:
+            for line in f:
+                path, _, sent = line.rstrip("\n").rpartition(" ")
+                if not path or path == "/nginx_status":
+                    continue
+                n = int(sent) if sent.isdigit() else 0
+                total_bytes += n
+                if path.endswith(".ts"):
+                    per_seg[path] = per_seg.get(path, 0) + 1
+                    seg_bytes += n
+    except OSError:
+        return None
+    counts = list(per_seg.values())
+    return {"segments": len(counts),
+            "per_segment_min": min(counts) if counts else None,
+            "per_segment_mean": sum(counts) / len(counts) if counts else None,
+            "per_segment_max": max(counts) if counts else None,
+            "segment_bytes": seg_bytes,
+            "bytes": total_bytes}
+
+
 def start_redis(topo, rundir):
     p = Proc("redis", ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
                        "--appendonly", "no", "--dir", rundir, "--maxclients", "20000"], ns=topo.srv_ns, logdir=rundir)
@@ -168,6 +194,9 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
             check_auth(topo, base, keys)
             result["auth_checked"] = True
         time.sleep(0.5)
+        # What the smoke checks and start-up fetched is not the run's (nginx appends
+        # with O_APPEND, so truncating is enough).
+        open(os.path.join(rundir, "origin-access.log"), "w").close()
         accepts0 = origin_accepts(topo)
         requests0 = origin_accepts(topo, 3)
         roots = {"origin": origin.pid}
@@ -200,6 +229,7 @@ def one_run(peer, scn, topo, media_dir, args, run_idx):
         result.update(usage=usage, load_rc=load_rc,
                       origin_conns=(accepts1 - accepts0) if None not in (accepts0, accepts1) else None,
                       origin_requests=(requests1 - requests0) if None not in (requests0, requests1) else None)
+        result["origin_counts"] = origin_counts(rundir)
         if load_rc != 0:
             raise RuntimeError(f"load generator exited with {load_rc}: {load.tail(5)}")
         if scn.get("mode") == "wrk":

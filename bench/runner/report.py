@@ -151,6 +151,11 @@ def summarize(peer, runs):
     s["origin_conns"] = med(col(lambda r: r["origin_conns"]))
     s["origin_requests"] = med(col(lambda r: r.get("origin_requests")))
     s["client_conns"] = med(col(lambda r: r.get("client_conns")))
+    oc = [r["origin_counts"] for r in good if r.get("origin_counts")]
+    if oc:
+        s["origin_counts"] = {k: med([c[k] for c in oc if c.get(k) is not None])
+                              for k in ("segments", "per_segment_min", "per_segment_mean", "per_segment_max",
+                                        "segment_bytes", "bytes")}
     s["loadgen_cpu_pct"] = med(col(lambda r: (r["usage"]["cpu_s"]["load"] / r["usage"]["wall_s"] * 100)))
     s["loadgen_procs"] = max(col(lambda r: r["usage"]["procs"].get("load", 0)))
     workers = max(1, s["loadgen_procs"] - (1 if s["loadgen_procs"] > 1 else 0))  # parent only waits
@@ -279,6 +284,19 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "**viewer conns** = TCP connections "
              "the viewers opened (one per viewer unless the peer closed a keep-alive connection); **load-gen CPU %** = the "
              "players' CPU as % of one core (their share of the 2 cores); **host busy %** = whole-machine CPU busy.")
+    oc = [(s["peer"], s["origin_counts"]) for s in summaries if s.get("origin_counts")]
+    if oc:
+        L.append("")
+        L.append("Origin requests per distinct segment (from the origin's access log; min / mean / max over the "
+                 "segments it was asked for at all — 1 / 1 / 1 is perfect coalescing) and bytes the origin sent:")
+        L.append("")
+        L.append("| peer | distinct segments | origin requests per segment min / mean / max | segment MB from origin "
+                 "| all MB from origin |")
+        L.append("|---|---|---|---|---|")
+        for peer, c in oc:
+            mb = lambda x: None if x is None else x / 1e6  # noqa: E731
+            L.append(f"| {peer} | {fmt(c['segments'])} | {fmt(c['per_segment_min'])} / {fmt(c['per_segment_mean'], 2)} / "
+                     f"{fmt(c['per_segment_max'])} | {fmt(mb(c['segment_bytes']), 1)} | {fmt(mb(c['bytes']), 1)} |")
     if any(s.get("loadgen_saturated") for s in summaries):
         L.append("")
         L.append("‡ The load generator's processes (wrk: threads) were above 75 % of a core each: this row is bounded by the "

@@ -57,8 +57,8 @@ pub struct App {
     pub traffic: Arc<Traffic>,
     /// The access log.
     pub access_log: Arc<AccessLog>,
-    /// The segment cache (SPEC §12); `None` when `cache.max_bytes = 0`.
-    pub cache: Option<Arc<crate::cache::SegmentCache>>,
+    /// The segment cache (SPEC §12); passes requests through while `cache.max_bytes = 0`.
+    pub cache: Arc<crate::cache::SegmentCache>,
 }
 
 /// Facts about the connection a request arrived on.

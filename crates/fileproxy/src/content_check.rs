@@ -252,7 +252,7 @@ impl HttpBody for Prefixed {
 /// small `Range: bytes=0-15` origin request; `None` when the origin does not answer
 /// `200`/`206` with a body.
 pub async fn object_start(
-    cache: Option<&Arc<SegmentCache>>,
+    cache: &Arc<SegmentCache>,
     origin: &Arc<GatedOrigin>,
     path: &str,
     client_ip: IpAddr,

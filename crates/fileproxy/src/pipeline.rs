@@ -100,7 +100,7 @@ async fn proxy(
     );
     let origin_req = upstream_request(ctx, req, &viewer, allow.class, signing.is_some());
     // The segment cache (SPEC §12) answers here when it can, behind the policy.
-    let answer = crate::cache::fetch(app.cache.as_ref(), &app.origin, origin_req)
+    let answer = crate::cache::fetch(&app.cache, &app.origin, origin_req)
         .await
         .map_err(|error| Failure::Origin {
             error,
@@ -306,7 +306,7 @@ async fn response_filter(
     let client_ip = ctx.client_ip;
     let origin_path = &viewer.origin_path;
     let body = content_check::guard(&parts, body, passed_playlist_checks, head, || {
-        content_check::object_start(app.cache.as_ref(), &app.origin, origin_path, client_ip)
+        content_check::object_start(&app.cache, &app.origin, origin_path, client_ip)
     })
     .await
     .map_err(|why| Failure::ContentClass {

@@ -6,7 +6,9 @@
 //! What a reload changes: the policy knobs and secrets (`[auth]`, `[protect]` rules,
 //! `[cors]`), `server.trusted_proxies`, socket options of newly accepted connections,
 //! `log.level`, the `[traffic]` receiver, key, interval and threshold
-//! ([`crate::traffic::Traffic::reconfigure`]), and any key read per request from
+//! ([`crate::traffic::Traffic::reconfigure`]), the `[cache]` bounds
+//! ([`crate::cache::SegmentCache::reconfigure`]: the cached objects stay), and any key
+//! read per request from
 //! `app.config`. Keys that only take
 //! effect at start ([`RESTART_ONLY`]: listen addresses, TLS files, the store, the
 //! origin, …) keep their running value and are named in a warning when the file
@@ -44,7 +46,6 @@ pub const RESTART_ONLY: &[&str] = &[
     "sockets.backlog",
     "origin.",
     "store.",
-    "cache.",
     "log.format",
     "log.access_log",
     "log.access_log_max_bytes",
@@ -264,7 +265,10 @@ pub fn reconfigure(old: &App, config: Config) -> App {
         window: Arc::clone(&old.window),
         traffic: Arc::clone(&old.traffic),
         access_log: Arc::clone(&old.access_log),
-        cache: old.cache.clone(),
+        cache: {
+            old.cache.reconfigure(&config.cache);
+            Arc::clone(&old.cache)
+        },
         config,
     }
 }

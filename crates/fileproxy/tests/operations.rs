@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::access::*;
 use support::origin::TestOrigin;
@@ -20,28 +20,6 @@ const BAD_TOKEN: &str = ".m3u8 request token invalid or expired hmac";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn sighup(p: &Proxy) {
-    // SAFETY: kill(2) with a pid we own and a valid signal number.
-    let rc = unsafe { libc::kill(p.child.id() as i32, libc::SIGHUP) };
-    assert_eq!(rc, 0, "kill -HUP failed");
-}
-
-/// Waits until the proxy's log holds `needle` `times` times (reloads log once each).
-fn wait_log(p: &Proxy, needle: &str, times: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let log = p.log_text();
-        if log.matches(needle).count() >= times {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {needle:?} (x{times}) in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 async fn admit_status(p: &Proxy, key: &str, uid: &str, v: &Video, ip: &str) -> u16 {
@@ -118,8 +96,8 @@ async fn sighup_reload_applies_secrets_and_limits_and_keeps_old_on_a_bad_file() 
         );
     assert_ne!(rotated, original);
     std::fs::write(&cfg_path, &rotated).unwrap();
-    sighup(&p);
-    let log = wait_log(&p, "configuration reloaded (SIGHUP)", 1);
+    p.sighup();
+    let log = p.wait_log("configuration reloaded (SIGHUP)", 1);
     assert!(
         log.contains("need a restart") && log.contains("server.listen"),
         "restart-only key not named:\n{log}"
@@ -175,8 +153,8 @@ async fn sighup_reload_applies_secrets_and_limits_and_keeps_old_on_a_bad_file() 
         rotated.replace("limit = 3\n", "limit = 3\nlimt = 4\n"),
     )
     .unwrap();
-    sighup(&p);
-    let log = wait_log(&p, "configuration reload (SIGHUP) failed", 1);
+    p.sighup();
+    let log = p.wait_log("configuration reload (SIGHUP) failed", 1);
     assert!(log.contains("limt"), "the bad key is not named:\n{log}");
     assert!(p.child.id() > 0);
     assert_eq!(
@@ -235,8 +213,8 @@ async fn sighup_reload_changes_traffic_settings() {
             ),
     )
     .unwrap();
-    sighup(&p);
-    let log = wait_log(&p, "configuration reloaded (SIGHUP)", 1);
+    p.sighup();
+    let log = p.wait_log("configuration reloaded (SIGHUP)", 1);
     assert!(!log.contains("need a restart"), "{log}");
     let after = reporting(&p).await;
     assert_eq!(after["enabled"], true, "{after}");
@@ -252,7 +230,7 @@ async fn sighup_log_level_takes_effect() {
     // At info, a refused viewer request logs "request denied".
     let viewer = Viewer::new("203.0.113.9", ODD_PLAYER);
     assert_eq!(viewer.get(&p, "/files/vod/x/seg0.ts").await.status, 403);
-    wait_log(&p, "request denied", 1);
+    p.wait_log("request denied", 1);
     let cfg_path = config_path(&p);
     let text = std::fs::read_to_string(&cfg_path).unwrap();
     std::fs::write(
@@ -264,8 +242,8 @@ async fn sighup_log_level_takes_effect() {
         ),
     )
     .unwrap();
-    sighup(&p);
-    wait_log(&p, "configuration reloaded (SIGHUP)", 1);
+    p.sighup();
+    p.wait_log("configuration reloaded (SIGHUP)", 1);
     let before = p.log_text().matches("request denied").count();
     assert_eq!(viewer.get(&p, "/files/vod/x/seg0.ts").await.status, 403);
     // The next request is answered after its log line would have been written.

@@ -360,3 +360,152 @@ async fn slow_viewer_does_not_pin_a_file_origin() {
     let url = format!("file://{}", dir.path().display());
     slow_viewer_does_not_pin_the_origin(&url, "/big.png").await;
 }
+
+/// Rewrites the `[cache]` lines of `p`'s file and reloads it with `SIGHUP`.
+fn reload_cache(p: &Proxy, reloads: usize, old: &str, new: &str) {
+    let path = support::access::config_path(p);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(old), "{old:?} not in\n{text}");
+    std::fs::write(&path, text.replace(old, new)).unwrap();
+    p.sighup();
+    let log = p.wait_log("configuration reloaded (SIGHUP)", reloads);
+    assert!(
+        !log.contains("need a restart"),
+        "cache keys are reloadable:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_cache_bounds_and_keeps_what_is_cached() {
+    let origin = TestOrigin::start().await;
+    let p = proxy(&origin.url(), "max_bytes = 300000");
+    let fetch = |name: &'static str| {
+        let p = &p;
+        async move {
+            let path = format!("/gen/{name}.png");
+            let n: u64 = name.split('-').next().unwrap().parse().unwrap();
+            let body = get(p, &path, &[]).await.bytes().await.unwrap();
+            assert!(body == pattern(n), "{path}");
+        }
+    };
+    let count = |name: &str| origin.count(&format!("/gen/{name}.png"));
+    let cache_stats = async |p: &Proxy| json(p, "/stats").await["cache"].clone();
+    for name in ["100000-a", "100000-b", "100000-c"] {
+        fetch(name).await;
+    }
+    fetch("100000-a").await; // b is now the least recently used
+
+    // Shrink: b is evicted at once, a and c stay cached.
+    reload_cache(&p, 1, "max_bytes = 300000", "max_bytes = 200000");
+    let s = cache_stats(&p).await;
+    assert_eq!(
+        (s["evictions"].clone(), s["held_bytes"].clone()),
+        (1.into(), 200_000.into()),
+        "{s}"
+    );
+    fetch("100000-a").await;
+    fetch("100000-c").await;
+    assert_eq!(
+        (count("100000-a"), count("100000-c")),
+        (1, 1),
+        "kept across the reload"
+    );
+    fetch("100000-b").await;
+    assert_eq!(count("100000-b"), 2, "evicted by the shrink");
+    let s = cache_stats(&p).await;
+    assert_eq!(s["held_bytes"], 200_000, "the new bound holds: {s}");
+
+    // 0: off for new requests, nothing held.
+    reload_cache(&p, 2, "max_bytes = 200000", "max_bytes = 0");
+    let s = cache_stats(&p).await;
+    assert_eq!(s["held_bytes"], 0, "{s}");
+    let hits = s["hits"].as_u64().unwrap();
+    for _ in 0..2 {
+        fetch("100000-c").await;
+    }
+    assert_eq!(count("100000-c"), 3, "no caching while off");
+    assert_eq!(cache_stats(&p).await["hits"], hits);
+
+    // Raised from 0, with a smaller object bound: on again, and the bound applies.
+    reload_cache(
+        &p,
+        3,
+        "max_bytes = 0",
+        "max_bytes = 300000\nmax_object_bytes = 50000",
+    );
+    for _ in 0..2 {
+        fetch("40000-d").await;
+        fetch("60000-e").await;
+    }
+    assert_eq!(count("40000-d"), 1, "cached again");
+    assert_eq!(count("60000-e"), 2, "over the reloaded max_object_bytes");
+    let s = cache_stats(&p).await;
+    assert_eq!(
+        (s["hits"].as_u64().unwrap(), s["held_bytes"].clone()),
+        (hits + 1, 40_000.into()),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_are_cached_for_playlist_ttl_ms_and_still_checked_per_request() {
+    use support::access::{sign, ODD_PLAYER};
+    let origin = TestOrigin::start().await;
+    let v = Video::put(&origin, "livecache");
+    let limits = "[auth.playlist_limits.unknown]\nlimit = 3\nwindow_s = 600\n[protect]\nkey_protection = true\n";
+    let ttl_ms = 1500;
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail(&format!("{limits}[cache]\nplaylist_ttl_ms = {ttl_ms}\n"))
+        .start(&origin.url());
+    let one = Viewer::new("198.51.100.7", ODD_PLAYER);
+    let two = Viewer::new("198.51.100.8", ODD_PLAYER);
+    one.admit(&p, "u1", &v.playlist).await;
+    two.admit(&p, "u2", &v.playlist).await;
+    let (url1, url2) = (sign("u1", &v.playlist), sign("u2", &v.playlist));
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let r = one.get(&p, &url1).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let text = r.text();
+        assert!(
+            text.contains("enc.key?uid=u1&expires="),
+            "rewritten for u1:\n{text}"
+        );
+    }
+    // The count limit still denies, cached playlist or not.
+    one.get(&p, &url1)
+        .await
+        .assert_text(403, "Access Denied 100308 with uid:u1");
+    // Another viewer: its own rewriting, from the same cached object.
+    let r = two.get(&p, &url2).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("enc.key?uid=u2&expires=") && !r.text().contains("uid=u1"));
+    assert!(
+        started.elapsed() < Duration::from_millis(ttl_ms),
+        "the TTL ran out too early to tell"
+    );
+    assert_eq!(
+        origin.count(&v.playlist),
+        1,
+        "one origin fetch within the TTL"
+    );
+    // After the TTL: fetched again.
+    tokio::time::sleep(Duration::from_millis(ttl_ms + 100)).await;
+    let r = two.get(&p, &url2).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(origin.count(&v.playlist), 2, "refetched after the TTL");
+
+    // playlist_ttl_ms = 0 (the default): never cached, even with the cache on.
+    let origin = TestOrigin::start().await;
+    let v = Video::put(&origin, "vodnocache");
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail(limits)
+        .start(&origin.url());
+    one.admit(&p, "u1", &v.playlist).await;
+    let url1 = sign("u1", &v.playlist);
+    for _ in 0..2 {
+        assert_eq!(one.get(&p, &url1).await.status, 200);
+    }
+    assert_eq!(origin.count(&v.playlist), 2);
+    assert_eq!(json(&p, "/stats").await["cache"]["held_bytes"], 0);
+}

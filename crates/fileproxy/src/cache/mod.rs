@@ -26,14 +26,19 @@
 //!   grows past `cache.max_object_bytes`, that fill leaves the cache and streams on to
 //!   the viewers already reading it, freeing each chunk once all of them passed it (and
 //!   reading the origin no faster than the slowest of them, within a 1 MiB window).
-//! * **Eviction order** is plain LRU over complete objects (a `BTreeMap` of last-use
-//!   ticks): segment objects are few (hundreds per GiB) and large, so the bookkeeping is
-//!   noise next to the bytes, and LRU is what SPEC §12 names.
+//! * **Eviction order** is plain LRU over complete objects ([`lru::Lru`]); why LRU and
+//!   not a frequency-aware policy is measured in `bench/cache_policy` (README, crate
+//!   choices).
+//! * **Reload.** The three `[cache]` bounds are read per request and per chunk, so a
+//!   `SIGHUP` applies them ([`SegmentCache::reconfigure`]) without dropping what is
+//!   cached: a smaller `max_bytes` evicts down to it, `0` turns the cache off for new
+//!   requests (and lets go of every complete object), a bound raised from `0` turns it on.
 
+pub mod lru;
 pub mod metrics;
 pub(crate) mod object;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -56,14 +61,11 @@ const UNCACHED_WINDOW: u64 = 1 << 20;
 
 /// Fetches `req` through the cache when it is on, else straight from the origin.
 pub async fn fetch(
-    cache: Option<&Arc<SegmentCache>>,
+    cache: &Arc<SegmentCache>,
     origin: &Arc<GatedOrigin>,
     req: OriginRequest,
 ) -> Result<Response<OriginBody>, OriginError> {
-    match cache {
-        Some(cache) => cache.fetch(origin, req).await,
-        None => origin.fetch(req).await,
-    }
+    cache.fetch(origin, req).await
 }
 
 /// What waiters of a fill that has no response head yet learn once it has one.
@@ -127,7 +129,7 @@ enum Slot {
         id: u64,
         /// The object.
         obj: Arc<Object>,
-        /// Last-use tick of a complete object.
+        /// LRU position of a complete object.
         tick: Option<u64>,
     },
 }
@@ -137,12 +139,9 @@ enum Slot {
 struct Index {
     /// Key → slot.
     slots: HashMap<String, Slot>,
-    /// Complete objects by last-use tick (oldest first).
-    lru: BTreeMap<u64, String>,
-    /// Use counter.
-    tick: u64,
-    /// Bytes charged: complete objects and fills in flight.
-    held: u64,
+    /// Complete objects in last-use order; bytes charged for them and for fills in
+    /// flight.
+    lru: lru::Lru<String>,
 }
 
 impl Index {
@@ -162,19 +161,75 @@ impl Index {
     /// Releases a removed slot's bytes and LRU entry.
     fn release(&mut self, slot: Slot) {
         if let Slot::Object { obj, tick, .. } = slot {
-            self.held = self.held.saturating_sub(obj.received());
+            self.lru.discharge(obj.received());
             if let Some(t) = tick {
-                self.lru.remove(&t);
+                self.lru.remove(t);
             }
             obj.uncache();
         }
+    }
+
+    /// Evicts least recently used complete objects until `n` more bytes fit under
+    /// `max`; charges them and returns `true` if they do.
+    fn make_room(
+        &mut self,
+        n: u64,
+        max: u64,
+        evictions: &prometheus_client::metrics::counter::Counter,
+    ) -> bool {
+        let Index { slots, lru } = self;
+        lru.make_room(n, max, |victim| match slots.remove(&victim) {
+            Some(Slot::Object { obj, .. }) => {
+                obj.uncache();
+                evictions.inc();
+                obj.received()
+            }
+            // Only complete objects are in the order; nothing else to free.
+            _ => 0,
+        })
+    }
+}
+
+/// The `[cache]` bounds in force, changed by a reload.
+struct Bounds {
+    /// `cache.max_bytes` (0: off).
+    max_bytes: AtomicU64,
+    /// `cache.max_object_bytes`.
+    max_object_bytes: AtomicU64,
+    /// `cache.playlist_ttl_ms`.
+    playlist_ttl_ms: AtomicU64,
+}
+
+impl Bounds {
+    /// The bounds of `cfg`.
+    fn of(cfg: &CacheConfig) -> Bounds {
+        Bounds {
+            max_bytes: AtomicU64::new(cfg.max_bytes),
+            max_object_bytes: AtomicU64::new(cfg.max_object_bytes),
+            playlist_ttl_ms: AtomicU64::new(cfg.playlist_ttl_ms),
+        }
+    }
+
+    /// `cache.max_bytes` now.
+    fn max_bytes(&self) -> u64 {
+        self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `cache.max_object_bytes` now.
+    fn max_object_bytes(&self) -> u64 {
+        self.max_object_bytes.load(Ordering::Relaxed)
+    }
+
+    /// `cache.playlist_ttl_ms` now.
+    fn playlist_ttl_ms(&self) -> u64 {
+        self.playlist_ttl_ms.load(Ordering::Relaxed)
     }
 }
 
 /// The cache: configuration, index and metrics.
 pub struct SegmentCache {
-    /// `[cache]`.
-    cfg: CacheConfig,
+    /// `[cache]` bounds in force.
+    cfg: Bounds,
     /// Keys and byte account.
     index: Mutex<Index>,
     /// Fill ids.
@@ -206,16 +261,30 @@ enum Lead {
 }
 
 impl SegmentCache {
-    /// The cache of `cfg`, or `None` when `max_bytes = 0` (off).
-    pub fn new(cfg: &CacheConfig, metrics: CacheMetrics) -> Option<Arc<SegmentCache>> {
-        (cfg.max_bytes > 0).then(|| {
-            Arc::new(SegmentCache {
-                cfg: cfg.clone(),
-                index: Mutex::new(Index::default()),
-                next_id: AtomicU64::new(1),
-                metrics,
-            })
+    /// The cache of `cfg` (off, passing every request to the origin, while
+    /// `max_bytes = 0`).
+    pub fn new(cfg: &CacheConfig, metrics: CacheMetrics) -> Arc<SegmentCache> {
+        Arc::new(SegmentCache {
+            cfg: Bounds::of(cfg),
+            index: Mutex::new(Index::default()),
+            next_id: AtomicU64::new(1),
+            metrics,
         })
+    }
+
+    /// Applies reloaded bounds to new requests, keeping what is cached: a smaller
+    /// `max_bytes` evicts least recently used objects down to it (`0`: all of them).
+    pub fn reconfigure(&self, cfg: &CacheConfig) {
+        self.cfg
+            .max_object_bytes
+            .store(cfg.max_object_bytes, Ordering::Relaxed);
+        self.cfg
+            .playlist_ttl_ms
+            .store(cfg.playlist_ttl_ms, Ordering::Relaxed);
+        self.cfg.max_bytes.store(cfg.max_bytes, Ordering::Relaxed);
+        let mut index = self.index();
+        index.make_room(0, cfg.max_bytes, &self.metrics.evictions);
+        self.publish_held(&index);
     }
 
     /// Locks the index.
@@ -227,7 +296,7 @@ impl SegmentCache {
     fn publish_held(&self, index: &Index) {
         self.metrics
             .held_bytes
-            .set(i64::try_from(index.held).unwrap_or(i64::MAX));
+            .set(i64::try_from(index.lru.held()).unwrap_or(i64::MAX));
     }
 
     /// Answers `req` from the cache, joining or starting a fill as needed.
@@ -237,8 +306,9 @@ impl SegmentCache {
         req: OriginRequest,
     ) -> Result<Response<OriginBody>, OriginError> {
         let get = req.method == Method::GET;
-        let cacheable_class = req.class != FetchClass::Playlist || self.cfg.playlist_ttl_ms > 0;
-        if !(get || req.method == Method::HEAD) || !cacheable_class {
+        let cacheable_class = req.class != FetchClass::Playlist || self.cfg.playlist_ttl_ms() > 0;
+        let on = self.cfg.max_bytes() > 0;
+        if !on || !(get || req.method == Method::HEAD) || !cacheable_class {
             return origin.fetch(req).await;
         }
         let key = origin.describe_url(&req.path);
@@ -258,17 +328,13 @@ impl SegmentCache {
                     self.publish_held(&index);
                 }
             }
-            index.tick += 1;
-            let tick = index.tick;
             let idx = &mut *index;
             let step = match idx.slots.get_mut(&key) {
                 Some(Slot::Object { obj, tick: t, .. }) => {
                     let obj = Arc::clone(obj);
                     match t.as_mut() {
                         Some(t) => {
-                            let old = std::mem::replace(t, tick);
-                            idx.lru.remove(&old);
-                            idx.lru.insert(tick, key.clone());
+                            *t = idx.lru.touch(*t);
                             self.metrics.hits.inc();
                         }
                         // Still filling: stays out of the LRU until complete.
@@ -396,7 +462,7 @@ impl SegmentCache {
         let _ = lead.send(Lead::Object(Arc::clone(&obj), obj.seat()));
         // From here on the object must end, whatever happens to this task.
         let guard = FillGuard(Arc::clone(&obj));
-        let max_object = self.cfg.max_object_bytes.min(self.cfg.max_bytes);
+        let max_object = self.cfg.max_object_bytes().min(self.cfg.max_bytes());
         let mut cached = true;
         loop {
             let next = if obj.len.is_none() {
@@ -454,18 +520,13 @@ impl SegmentCache {
         }
         obj.finish(End::Complete);
         drop(guard);
+        obj.compact();
         let mut index = self.index();
-        index.tick += 1;
-        let tick = index.tick;
-        let mut listed = false;
-        if let Some(Slot::Object { id: i, tick: t, .. }) = index.slots.get_mut(&key) {
+        let Index { slots, lru } = &mut *index;
+        if let Some(Slot::Object { id: i, tick: t, .. }) = slots.get_mut(&key) {
             if *i == id {
-                *t = Some(tick);
-                listed = true;
+                *t = Some(lru.push(key));
             }
-        }
-        if listed {
-            index.lru.insert(tick, key);
         }
         self.publish_held(&index);
     }
@@ -477,19 +538,7 @@ impl SegmentCache {
         if !matches!(index.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id) {
             return false;
         }
-        while index.held + n > self.cfg.max_bytes {
-            let Some((_, victim)) = index.lru.pop_first() else {
-                break;
-            };
-            if let Some(slot) = index.slots.remove(&victim) {
-                index.release(slot);
-                self.metrics.evictions.inc();
-            }
-        }
-        let fits = index.held + n <= self.cfg.max_bytes;
-        if fits {
-            index.held += n;
-        }
+        let fits = index.make_room(n, self.cfg.max_bytes(), &self.metrics.evictions);
         self.publish_held(&index);
         fits
     }
@@ -519,7 +568,7 @@ impl SegmentCache {
         }
         let mut lifetime = max_age.map(Duration::from_secs);
         if class == FetchClass::Playlist {
-            let ttl = Duration::from_millis(self.cfg.playlist_ttl_ms);
+            let ttl = Duration::from_millis(self.cfg.playlist_ttl_ms());
             lifetime = Some(lifetime.map_or(ttl, |l| l.min(ttl)));
         }
         if lifetime.is_some_and(|l| l.is_zero()) {
@@ -529,7 +578,7 @@ impl SegmentCache {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<u64>().ok());
-        if len.is_some_and(|n| n > self.cfg.max_object_bytes || n > self.cfg.max_bytes) {
+        if len.is_some_and(|n| n > self.cfg.max_object_bytes() || n > self.cfg.max_bytes()) {
             return None;
         }
         if h.contains_key(header::CONTENT_ENCODING) || h.contains_key(header::CONTENT_RANGE) {
@@ -640,7 +689,7 @@ mod tests {
             max_object_bytes: 100,
             playlist_ttl_ms,
         };
-        SegmentCache::new(&cfg, CacheMetrics::default()).expect("on")
+        SegmentCache::new(&cfg, CacheMetrics::default())
     }
 
     fn answer(status: u16, headers: &[(&str, &str)]) -> Response<OriginBody> {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -18,6 +18,9 @@ use tokio::sync::{watch, Notify};
 
 use crate::origin::conditional::Validators;
 use crate::origin::OriginBody;
+
+/// Size of the pieces a complete object's chunks are joined into.
+const PIECE_BYTES: u64 = 256 * 1024;
 
 /// How far a fill has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,9 @@ struct FillState {
     cursors: HashMap<u64, usize>,
     /// Next reader id.
     next_reader: u64,
+    /// Bumped when the chunks are joined into one ([`Object::compact`]): readers then
+    /// find their place again by byte offset.
+    generation: u64,
 }
 
 /// A cached (or being cached) origin `200` answer.
@@ -87,6 +93,7 @@ impl Object {
                 cached: true,
                 cursors: HashMap::new(),
                 next_reader: 0,
+                generation: 0,
             }),
             progress: watch::Sender::new(0),
             drained: Notify::new(),
@@ -119,6 +126,58 @@ impl Object {
             }
         }
         self.progress.send_modify(|v| *v += 1);
+    }
+
+    /// Joins the chunks of a complete, cached object into pieces of [`PIECE_BYTES`]
+    /// (one copy per fill), so that a hit hands the connection a few large frames:
+    /// hyper writes one body frame per `writev` (its write buffer is bounded by the
+    /// 16 KiB head limit), and the origin's reads are typically 16–64 KiB. Pieces stay
+    /// small enough that delivered bytes are counted, and a transfer can be cut, at
+    /// most a piece apart.
+    pub(crate) fn compact(&self) {
+        let joinable = |st: &FillState| {
+            st.end == End::Complete
+                && st.cached
+                && st.base == 0
+                && st.chunks.len() as u64 > st.buffered.div_ceil(PIECE_BYTES)
+        };
+        // Copied outside the lock (the chunks of a complete object no longer change;
+        // only an eviction can take them away meanwhile).
+        let (parts, size) = {
+            let st = self.state();
+            if !joinable(&st) {
+                return;
+            }
+            (st.chunks.iter().cloned().collect::<Vec<_>>(), st.buffered)
+        };
+        let piece = |left: u64| BytesMut::with_capacity(left.min(PIECE_BYTES) as usize);
+        let mut pieces = VecDeque::with_capacity(size.div_ceil(PIECE_BYTES) as usize);
+        let mut left = size;
+        let mut cur = piece(left);
+        for c in &parts {
+            let mut c = &c[..];
+            while !c.is_empty() {
+                let n = c.len().min(cur.capacity() - cur.len());
+                cur.extend_from_slice(&c[..n]);
+                c = &c[n..];
+                if cur.len() == cur.capacity() {
+                    left -= cur.len() as u64;
+                    pieces.push_back(std::mem::replace(&mut cur, piece(left)).freeze());
+                }
+            }
+        }
+        if !cur.is_empty() {
+            pieces.push_back(cur.freeze());
+        }
+        let mut st = self.state();
+        if !joinable(&st) || st.chunks.len() != parts.len() {
+            return;
+        }
+        st.chunks = pieces;
+        st.generation += 1;
+        for cursor in st.cursors.values_mut() {
+            *cursor = 0;
+        }
     }
 
     /// How the fill stands.
@@ -193,9 +252,11 @@ impl Object {
     ) -> Reader {
         let mut seat = seat.unwrap_or_else(|| self.seat());
         let id = seat.id.take().unwrap_or(u64::MAX);
+        let generation = self.state().generation;
         Reader {
             obj: Arc::clone(self),
             id,
+            generation,
             next: 0,
             offset: 0,
             start,
@@ -246,6 +307,8 @@ pub(crate) struct Reader {
     obj: Arc<Object>,
     /// This reader's id among the object's cursors.
     id: u64,
+    /// The object's chunk generation `next` and `offset` refer to.
+    generation: u64,
     /// Absolute index of the next chunk.
     next: usize,
     /// Absolute byte offset of chunk `next`.
@@ -269,6 +332,13 @@ impl Reader {
             self.progress.borrow_and_update();
             {
                 let mut st = self.obj.state();
+                if st.generation != self.generation {
+                    // The chunks were joined into pieces: go on from the same byte.
+                    self.generation = st.generation;
+                    self.start = self.start.max(self.offset);
+                    self.next = 0;
+                    self.offset = 0;
+                }
                 if self.next < st.base {
                     return Some(Err(io::Error::other(
                         "cached object was released before this reader started",
@@ -376,5 +446,70 @@ impl Body for CachedBody {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn rest(r: &mut Reader) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(piece) = r.next().await {
+            out.extend_from_slice(&piece.expect("piece"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn compacting_keeps_every_reader_at_its_byte() {
+        let n = 3 * PIECE_BYTES as usize - 100;
+        let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let obj = Arc::new(Object::new(HeaderMap::new(), Some(n as u64), None));
+        for part in body.chunks(1000) {
+            obj.push(Bytes::copy_from_slice(part));
+        }
+        obj.finish(End::Complete);
+        // One reader one chunk in, one ranged reader, then the join.
+        let mut whole = obj.reader(None, 0, None);
+        let first = whole.next().await.expect("piece").expect("ok");
+        assert_eq!(first.len(), 1000);
+        let mut ranged = obj.reader(None, 1500, Some(300_000));
+        obj.compact();
+        let sizes: Vec<usize> = obj.state().chunks.iter().map(Bytes::len).collect();
+        let p = PIECE_BYTES as usize;
+        assert_eq!(sizes, [p, p, p - 100]);
+        let mut got = first.to_vec();
+        got.extend(rest(&mut whole).await);
+        assert_eq!(got, body);
+        assert_eq!(rest(&mut ranged).await, &body[1500..300_000]);
+        // A reader after the join gets the object in pieces.
+        let mut late = obj.reader(None, 0, None);
+        let piece = late.next().await.expect("piece").expect("ok");
+        assert_eq!(piece.len(), p);
+        assert_eq!(rest(&mut late).await, &body[p..]);
+        // Already joined: nothing to do.
+        obj.compact();
+        assert_eq!(obj.state().generation, 1);
+    }
+
+    #[test]
+    fn only_a_complete_cached_object_is_joined() {
+        let obj = Object::new(HeaderMap::new(), None, None);
+        obj.push(Bytes::from_static(b"ab"));
+        obj.push(Bytes::from_static(b"cd"));
+        obj.compact();
+        assert_eq!(obj.state().chunks.len(), 2, "still filling");
+        obj.finish(End::Complete);
+        obj.compact();
+        assert_eq!(obj.state().chunks.len(), 1, "joined");
+        let obj = Object::new(HeaderMap::new(), None, None);
+        obj.push(Bytes::from_static(b"ab"));
+        obj.push(Bytes::from_static(b"cd"));
+        assert_eq!(obj.state().chunks.len(), 2, "still filling");
+        obj.finish(End::Complete);
+        obj.uncache();
+        obj.compact();
+        assert_eq!(obj.state().chunks.len(), 0, "uncached: trimmed, not joined");
     }
 }

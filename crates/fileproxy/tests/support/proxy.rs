@@ -129,6 +129,29 @@ impl Proxy {
         proc_status_kb(self.child.id(), "Threads:")
     }
 
+    /// Sends SIGHUP (a configuration reload).
+    pub fn sighup(&self) {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP failed");
+    }
+
+    /// Waits until the log holds `needle` `times` times (reloads log once each).
+    pub fn wait_log(&self, needle: &str, times: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = self.log_text();
+            if log.matches(needle).count() >= times {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} (x{times}) in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
