@@ -47,7 +47,7 @@ pub fn refusal<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Option<Respon
     if conn.surface == Surface::Admin {
         return None;
     }
-    let token = app.config.auth.admin_token.as_bytes();
+    let token = app.config.auth.admin_token.expose().as_bytes();
     if token.is_empty() {
         return Some(response::text(StatusCode::NOT_FOUND, "Not Found"));
     }

@@ -30,7 +30,8 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 use super::{ttl_millis, MemberTouch, Store, StoreError, WindowCount, Write};
-use crate::config::{redact_url, StoreConfig};
+use crate::config::StoreConfig;
+use crate::store_url::StoreUrl;
 
 /// INCR, and give the counter its window when it has none: a counter never exists
 /// without a TTL, and the window is never extended. Returns `{count, pttl}`.
@@ -231,18 +232,12 @@ impl RedisStore {
     /// `store.tls_ca_file` without waiting for Redis (connections are made on first
     /// use and re-made after failures). Must be called inside a Tokio runtime.
     pub fn new(cfg: &StoreConfig) -> anyhow::Result<Self> {
-        let redacted_url = redact_url(&cfg.url);
+        let redacted_url = cfg.url.redacted();
         let op_timeout = Duration::from_millis(cfg.op_timeout_ms.max(1));
-        let (scheme, rest) = cfg
-            .url
-            .split_once("://")
-            .with_context(|| format!("store.url = {redacted_url:?}: missing scheme"))?;
-        let (tls, cluster) = match scheme {
-            "redis" => (false, false),
-            "rediss" => (true, false),
-            "redis+cluster" => (false, true),
-            "rediss+cluster" => (true, true),
-            _ => anyhow::bail!("store.url = {redacted_url:?}: not a Redis URL"),
+        let rest = cfg.url.after_scheme();
+        let (tls, cluster) = match *cfg.url.kind() {
+            StoreUrl::Redis { tls, cluster } => (tls, cluster),
+            StoreUrl::Memory => anyhow::bail!("store.url = {redacted_url:?}: not a Redis URL"),
         };
         let certs = if cfg.tls_ca_file.is_empty() {
             None
@@ -258,7 +253,7 @@ impl RedisStore {
                 root_cert: Some(pem),
             })
         };
-        let secrets = url_secrets(&cfg.url);
+        let secrets = url_secrets(cfg.url.expose());
         // Name the key, and make sure no password leaks through redis-rs's message.
         let bad_url = |e: RedisError| {
             let mut msg = e.to_string();
@@ -283,8 +278,8 @@ impl RedisStore {
             }))
         } else {
             let client = match certs {
-                Some(certs) => ::redis::Client::build_with_tls(cfg.url.as_str(), certs),
-                None => ::redis::Client::open(cfg.url.as_str()),
+                Some(certs) => ::redis::Client::build_with_tls(cfg.url.expose(), certs),
+                None => ::redis::Client::open(cfg.url.expose()),
             }
             .map_err(bad_url)?;
             let config = ConnectionManagerConfig::new()
@@ -666,25 +661,25 @@ mod tests {
 
     #[tokio::test]
     async fn bad_urls_rejected_without_password() {
-        for url in [
-            "redis://:hunter2@h:1/notadb",
-            "redis+cluster://:hunter2@",
-            "mongo://:hunter2@h",
-        ] {
-            let cfg = StoreConfig {
-                url: url.into(),
-                ..StoreConfig::default()
-            };
-            let err = format!("{:#}", RedisStore::new(&cfg).unwrap_err());
+        // Refused by the client (the URL parses as a Redis URL).
+        let cfg = StoreConfig {
+            url: "redis://:hunter2@h:1/notadb".parse().unwrap(),
+            ..StoreConfig::default()
+        };
+        let err = format!("{:#}", RedisStore::new(&cfg).unwrap_err());
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("store.url"), "{err}");
+        // Refused when the configuration is read (config's tests check the key is named).
+        for url in ["redis+cluster://:hunter2@", "mongo://:hunter2@h"] {
+            let err = url.parse::<crate::config::StoreLocation>().unwrap_err();
             assert!(!err.contains("hunter2"), "{err}");
-            assert!(err.contains("store.url"), "{err}");
         }
     }
 
     #[tokio::test]
     async fn ca_file_needs_tls() {
         let cfg = StoreConfig {
-            url: "redis://127.0.0.1:1".into(),
+            url: "redis://127.0.0.1:1".parse().unwrap(),
             tls_ca_file: "/nonexistent".into(),
             ..StoreConfig::default()
         };
