@@ -5,8 +5,9 @@
 //! [`OriginUrl`], [`StoreLocation`], [`Secret`]), so a bad value fails while the file
 //! is read, with a message naming the key and the value; unknown keys are errors too
 //! (`deny_unknown_fields`), and `check-config` lists every such key in one run
-//! ([`Config::load`]). What no type can say (ranges, one key against another) is checked by
-//! each section's `validate`, next to its struct; [`Config::validate`] runs them all.
+//! ([`Config::load`]). What no type can say (ranges, one key against another) is
+//! checked by each section's `validate`, next to its struct; [`Config::validate`]
+//! runs them all.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,9 +21,8 @@ mod types;
 
 pub use crate::origin_url::OriginUrl;
 pub use secret::Secret;
-pub use types::{
-    listen_addr, optional_listen_addr, parse_net, redact_url, Network, StoreLocation, TlsFiles,
-};
+use types::{listen_addr, optional_listen_addr};
+pub use types::{parse_net, redact_url, Network, StoreLocation, TlsFiles};
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "FILEPROXY_";
