@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::client_ip::TrustedProxies;
 use crate::access::Policy;
 use crate::access_log::AccessLog;
-use crate::config::{redact_url, Config};
+use crate::config::Config;
 use crate::metrics::timed_store::TimedStore;
 use crate::metrics::window::Window;
 use crate::metrics::Metrics;
@@ -86,7 +86,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let metrics = Arc::new(Metrics::new());
     let store = crate::store::open(&config.store)
         .await
-        .with_context(|| format!("store.url = {}", redact_url(&config.store.url)))?;
+        .with_context(|| format!("store.url = {}", config.store.url))?;
     let store = TimedStore::wrap(store, Arc::clone(&metrics));
     let origin = Arc::new(GatedOrigin::new(
         Origin::from_config(&config.origin).context("origin")?,
@@ -106,7 +106,7 @@ pub async fn build_app(config: Config) -> anyhow::Result<Arc<App>> {
     let protect = crate::protect::Protect::new(&config, store.clone());
     let traffic = Traffic::start(
         &config.traffic,
-        &config.server.listen,
+        config.server.listen.port(),
         store.clone(),
         Arc::clone(&metrics),
     )

@@ -1,15 +1,28 @@
 //! Typed configuration: TOML file, `FILEPROXY_<SECTION>__<KEY>` overrides, validation.
 //!
-//! Every key of SPEC.md §8 lives here with its default. Unknown keys are errors
-//! (`deny_unknown_fields`), and [`Config::validate`] checks values once at start-up,
-//! naming the offending key in each message.
+//! Every key of SPEC.md §8 lives here with its default. Parse, don't validate: a key
+//! whose type knows the rule is read into that type ([`SocketAddr`], [`Network`],
+//! [`OriginUrl`], [`StoreLocation`], [`Secret`]), so a bad value fails while the file
+//! is read, with a message naming the key and the value; unknown keys are errors too
+//! (`deny_unknown_fields`), and `check-config` lists every such key in one run
+//! ([`Config::load`]). What no type can say (ranges, one key against another) is
+//! checked by each section's `validate`, next to its struct; [`Config::validate`]
+//! runs them all.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+mod load;
+mod secret;
+mod types;
+
+pub use crate::origin_url::OriginUrl;
+pub use secret::Secret;
+use types::{listen_addr, optional_listen_addr};
+pub use types::{parse_net, redact_url, Network, StoreLocation, TlsFiles};
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "FILEPROXY_";
@@ -69,17 +82,19 @@ impl Default for CacheConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Viewer listener address (HTTP/1.1 and HTTP/2).
-    pub listen: String,
+    #[serde(with = "listen_addr")]
+    pub listen: SocketAddr,
     /// Optional admin listener; admin routes there need no token. Empty = off.
-    pub admin_listen: String,
+    #[serde(with = "optional_listen_addr")]
+    pub admin_listen: Option<SocketAddr>,
     /// Seconds in-flight transfers may run after SIGTERM/SIGINT.
     pub shutdown_grace_s: u64,
     /// Peers whose `X-Forwarded-For` / `X-Real-IP` are believed (addresses or CIDRs).
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Network>,
     /// PEM certificate chain; with `tls_key` turns on HTTPS.
-    pub tls_cert: String,
+    pub tls_cert: PathBuf,
     /// PEM private key.
-    pub tls_key: String,
+    pub tls_key: PathBuf,
     /// Maximum concurrent client connections; further connections wait in the backlog.
     pub max_connections: usize,
     /// Seconds from accept for protocol detection, TLS handshake and the first request
@@ -106,12 +121,12 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:10080".into(),
-            admin_listen: String::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 10080)),
+            admin_listen: None,
             shutdown_grace_s: 30,
             trusted_proxies: Vec::new(),
-            tls_cert: String::new(),
-            tls_key: String::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
             max_connections: 10_000,
             header_read_timeout_s: 10,
             max_headers: 100,
@@ -126,12 +141,50 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// The HTTPS listener's files: both keys set → `Some`, neither → `None` (plain
+    /// HTTP), one alone → the message naming both keys.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, &'static str> {
+        TlsFiles::from_keys(&self.tls_cert, &self.tls_key)
+    }
+
+    fn validate(&self, errs: &mut Vec<String>) {
+        if let Err(why) = self.tls() {
+            errs.push(why.into());
+        }
+        for (k, v) in [
+            ("server.tls_cert", &self.tls_cert),
+            ("server.tls_key", &self.tls_key),
+        ] {
+            if !v.as_os_str().is_empty() && !v.is_file() {
+                errs.push(format!("{k} = {v:?}: file not found"));
+            }
+        }
+        at_least(errs, "server.max_connections", self.max_connections, 1);
+        at_least(
+            errs,
+            "server.header_read_timeout_s",
+            self.header_read_timeout_s,
+            1,
+        );
+        at_least(
+            errs,
+            "server.keepalive_timeout_s",
+            self.keepalive_timeout_s,
+            1,
+        );
+        at_least(errs, "server.h2_idle_timeout_s", self.h2_idle_timeout_s, 1);
+        at_least(errs, "server.max_headers", self.max_headers, 1);
+        at_least(errs, "server.max_header_bytes", self.max_header_bytes, 1024);
+    }
+}
+
 /// `[origin]`: the server that holds the files.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginConfig {
     /// `http://…`, `https://…` or `file:///folder`.
-    pub url: String,
+    pub url: OriginUrl,
     /// `Host` header sent to the origin; empty → the origin's own.
     pub host_header: String,
     /// Verify the origin's TLS certificate.
@@ -159,7 +212,9 @@ pub struct OriginConfig {
 impl Default for OriginConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:27804".into(),
+            url: "http://127.0.0.1:27804"
+                .parse()
+                .unwrap_or_else(|why| unreachable!("default origin.url: {why}")),
             host_header: String::new(),
             tls_verify: true,
             connect_timeout_ms: 15_000,
@@ -175,13 +230,29 @@ impl Default for OriginConfig {
     }
 }
 
+impl OriginConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        at_least(errs, "origin.queue_timeout_ms", self.queue_timeout_ms, 1);
+        at_least(errs, "origin.max_in_flight", self.max_in_flight, 1);
+        positive(errs, "origin.connect_timeout_ms", self.connect_timeout_ms);
+        positive(errs, "origin.playlist_timeout_ms", self.playlist_timeout_ms);
+        positive(errs, "origin.timeout_ms", self.timeout_ms);
+        if !(4096..=16 * 1024 * 1024).contains(&self.chunk_bytes) {
+            errs.push("origin.chunk_bytes must be between 4096 and 16777216".into());
+        }
+        if self.buffer_bytes < self.chunk_bytes {
+            errs.push("origin.buffer_bytes must be at least origin.chunk_bytes".into());
+        }
+    }
+}
+
 /// `[store]`: shared state.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `memory://`, `redis://[:password@]host:port/db`, `rediss://…`, `redis+cluster://h1:p1,h2:p2`,
     /// `redis+sentinel://[:password@]s1:p1,s2:p2/<master>[/db][?sentinel_password=…]`.
-    pub url: String,
+    pub url: StoreLocation,
     /// Timeout of one store operation in milliseconds.
     pub op_timeout_ms: u64,
     /// PEM file of the CA that signed the Redis server's certificate (`rediss://`);
@@ -197,12 +268,26 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            url: "memory://".into(),
+            url: "memory://"
+                .parse()
+                .unwrap_or_else(|why| unreachable!("default store.url: {why}")),
             op_timeout_ms: 2_000,
             tls_ca_file: String::new(),
             outage_grace_s: 60,
             max_background_writes: 1024,
         }
+    }
+}
+
+impl StoreConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        at_least(
+            errs,
+            "store.max_background_writes",
+            self.max_background_writes,
+            1,
+        );
+        positive(errs, "store.op_timeout_ms", self.op_timeout_ms);
     }
 }
 
@@ -256,16 +341,42 @@ impl Default for PlaylistLimits {
     }
 }
 
+impl PlaylistLimits {
+    fn validate(&self, errs: &mut Vec<String>) {
+        for (name, cl) in [
+            ("download_tool", self.download_tool),
+            ("mobile_browser", self.mobile_browser),
+            ("desktop_browser", self.desktop_browser),
+            ("unknown", self.unknown),
+        ] {
+            if cl.window_s == 0 {
+                errs.push(format!(
+                    "auth.playlist_limits.{name}.window_s must be greater than 0"
+                ));
+            }
+        }
+        for name in self.browsers.keys() {
+            if !crate::ua::browser_names().any(|n| n == name) {
+                let known: Vec<&str> = crate::ua::browser_names().collect();
+                errs.push(format!(
+                    "auth.playlist_limits.browsers: unknown browser name {name:?} (known: {})",
+                    known.join(" ")
+                ));
+            }
+        }
+    }
+}
+
 /// `[auth]`: secrets and the access-policy knobs (the viewer flow of `docs/routes.md`).
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HMAC key for playlist tokens (required).
-    pub secret: String,
+    pub secret: Secret,
     /// Bearer key for `POST /api/whitelist` (required).
-    pub whitelist_api_key: String,
+    pub whitelist_api_key: Secret,
     /// Bearer token for admin routes on the main listener; empty → admin routes 404 there.
-    pub admin_token: String,
+    pub admin_token: Secret,
     /// Non-empty → allowed `enc.key` requests get 302 to `<base><path>`.
     pub safe_key_redirect_base: String,
     /// Add `Secure` to the session cookie.
@@ -283,29 +394,9 @@ pub struct AuthConfig {
     /// IPv6 prefixes a viewer's address is also looked up under.
     pub ipv6_prefixes: Vec<u8>,
     /// Addresses or CIDRs that pass whitelist and session with uid `fixed_whitelist`.
-    pub fixed_ip_whitelist: Vec<String>,
+    pub fixed_ip_whitelist: Vec<Network>,
     /// Playlist access-count limits.
     pub playlist_limits: PlaylistLimits,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("secret", &redacted(&self.secret))
-            .field("whitelist_api_key", &redacted(&self.whitelist_api_key))
-            .field("admin_token", &redacted(&self.admin_token))
-            .field("safe_key_redirect_base", &self.safe_key_redirect_base)
-            .field("cookie_secure", &self.cookie_secure)
-            .finish_non_exhaustive()
-    }
-}
-
-fn redacted(s: &str) -> &'static str {
-    if s.is_empty() {
-        "<empty>"
-    } else {
-        "<redacted>"
-    }
 }
 
 /// The default skip-validation suffixes.
@@ -322,9 +413,9 @@ pub fn default_skip_validation_suffixes() -> Vec<String> {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            secret: String::new(),
-            whitelist_api_key: String::new(),
-            admin_token: String::new(),
+            secret: Secret::default(),
+            whitelist_api_key: Secret::default(),
+            admin_token: Secret::default(),
             safe_key_redirect_base: String::new(),
             cookie_secure: false,
             skip_validation_suffixes: default_skip_validation_suffixes(),
@@ -339,6 +430,36 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        positive(errs, "auth.session_ttl_s", self.session_ttl_s);
+        positive(errs, "auth.user_session_ttl_s", self.user_session_ttl_s);
+        positive(errs, "auth.ip_access_ttl_s", self.ip_access_ttl_s);
+        at_least(errs, "auth.max_paths_per_cidr", self.max_paths_per_cidr, 1);
+        for p in &self.ipv6_prefixes {
+            if *p == 0 || *p > 128 {
+                errs.push(format!(
+                    "auth.ipv6_prefixes: {p} is not a prefix length between 1 and 128"
+                ));
+            }
+        }
+        no_empty_suffix(
+            errs,
+            "auth.skip_validation_suffixes",
+            &self.skip_validation_suffixes,
+        );
+        self.playlist_limits.validate(errs);
+        let base = &self.safe_key_redirect_base;
+        if !(base.is_empty()
+            || base.starts_with("http://")
+            || base.starts_with("https://")
+            || base.starts_with('/'))
+        {
+            errs.push("auth.safe_key_redirect_base must start with http://, https:// or /".into());
+        }
+    }
+}
+
 /// `[cors]`: origins allowed to read responses.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -347,14 +468,26 @@ pub struct CorsConfig {
     pub allow_origins: Vec<String>,
 }
 
+impl CorsConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        for o in &self.allow_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                errs.push(format!(
+                    "cors.allow_origins: {o:?} is not an origin like https://site.example"
+                ));
+            }
+        }
+    }
+}
+
 /// `[traffic]`: per-uid traffic reporting (`docs/traffic-report.md`).
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrafficConfig {
     /// Receiver URL; empty → reporting off (still counted in `/traffic`).
     pub report_url: String,
     /// Bearer key sent to the receiver.
-    pub api_key: String,
+    pub api_key: Secret,
     /// Seconds between reports.
     pub interval_s: u64,
     /// Bytes a uid must reach before it is reported.
@@ -372,27 +505,11 @@ pub struct TrafficConfig {
     pub retry_max_s: u64,
 }
 
-impl std::fmt::Debug for TrafficConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrafficConfig")
-            .field("report_url", &self.report_url)
-            .field("api_key", &redacted(&self.api_key))
-            .field("interval_s", &self.interval_s)
-            .field("min_bytes", &self.min_bytes)
-            .field("spool", &self.spool)
-            .field("spool_dir", &self.spool_dir)
-            .field("worker_id", &self.worker_id)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("retry_max_s", &self.retry_max_s)
-            .finish()
-    }
-}
-
 impl Default for TrafficConfig {
     fn default() -> Self {
         Self {
             report_url: String::new(),
-            api_key: String::new(),
+            api_key: Secret::default(),
             interval_s: 10,
             min_bytes: 1_048_576,
             spool: "dir".into(),
@@ -404,8 +521,33 @@ impl Default for TrafficConfig {
     }
 }
 
+impl TrafficConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        if !matches!(self.spool.as_str(), "dir" | "store") {
+            errs.push(format!(
+                "traffic.spool = {:?}: expected \"dir\" or \"store\"",
+                self.spool
+            ));
+        }
+        positive(errs, "traffic.interval_s", self.interval_s);
+        positive(errs, "traffic.timeout_ms", self.timeout_ms);
+        positive(errs, "traffic.retry_max_s", self.retry_max_s);
+        let report_url_ok = |u: &str| {
+            u.parse::<http::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+            })
+        };
+        if !self.report_url.is_empty() && !report_url_ok(&self.report_url) {
+            errs.push(format!(
+                "traffic.report_url = {:?}: expected http://host[:port]/path or https://…",
+                self.report_url
+            ));
+        }
+    }
+}
+
 /// `[protect]`: second-generation protections (key protection, token replay, admissions).
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProtectConfig {
     /// Rewrite playlists' key URIs and require per-key tokens.
@@ -430,7 +572,7 @@ pub struct ProtectConfig {
     /// Enable the front-end (JS) admission API and its fallback rule.
     pub js_whitelist: bool,
     /// HMAC key of front-end admission signatures (required when `js_whitelist = true`).
-    pub js_whitelist_secret: String,
+    pub js_whitelist_secret: Secret,
     /// Seconds a front-end admission lasts.
     pub js_whitelist_ttl_s: u64,
     /// Key paths kept per (uid, User-Agent, IP) front-end admission.
@@ -443,19 +585,6 @@ pub struct ProtectConfig {
     pub event_log_capacity: usize,
     /// TTL of the operator-view lists in the store, in seconds (reset on each push).
     pub event_log_ttl_s: u64,
-}
-
-impl std::fmt::Debug for ProtectConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProtectConfig")
-            .field("key_protection", &self.key_protection)
-            .field("token_replay", &self.token_replay)
-            .field("js_whitelist", &self.js_whitelist)
-            .field("js_whitelist_secret", &redacted(&self.js_whitelist_secret))
-            .field("static_whitelist", &self.static_whitelist)
-            .field("file_check", &self.file_check)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for ProtectConfig {
@@ -477,13 +606,40 @@ impl Default for ProtectConfig {
             .map(|s| s.to_string())
             .collect(),
             js_whitelist: false,
-            js_whitelist_secret: String::new(),
+            js_whitelist_secret: Secret::default(),
             js_whitelist_ttl_s: 3600,
             js_max_paths: 3,
             file_check: true,
             max_playlist_bytes: 4 * 1024 * 1024,
             event_log_capacity: 1000,
             event_log_ttl_s: 86400,
+        }
+    }
+}
+
+impl ProtectConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        positive(errs, "protect.key_use_ttl_s", self.key_use_ttl_s);
+        positive(errs, "protect.token_replay_ttl_s", self.token_replay_ttl_s);
+        positive(errs, "protect.js_whitelist_ttl_s", self.js_whitelist_ttl_s);
+        positive(errs, "protect.event_log_ttl_s", self.event_log_ttl_s);
+        no_empty_suffix(errs, "protect.static_suffixes", &self.static_suffixes);
+        at_least(errs, "protect.key_max_uses", self.key_max_uses, 1);
+        at_least(errs, "protect.token_max_uses", self.token_max_uses, 1);
+        at_least(errs, "protect.js_max_paths", self.js_max_paths, 1);
+        at_least(
+            errs,
+            "protect.max_playlist_bytes",
+            self.max_playlist_bytes,
+            1024,
+        );
+        if !(1..=100_000).contains(&self.event_log_capacity) {
+            errs.push("protect.event_log_capacity must be between 1 and 100000".into());
+        }
+        if self.js_whitelist && self.js_whitelist_secret.is_empty() {
+            errs.push(
+                "protect.js_whitelist_secret is required when protect.js_whitelist = true".into(),
+            );
         }
     }
 }
@@ -516,6 +672,17 @@ impl Default for SocketConfig {
     }
 }
 
+impl SocketConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        let cc = &self.congestion_control;
+        if !cc.is_empty() && !cc.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            errs.push(format!(
+                "sockets.congestion_control = {cc:?}: not an algorithm name"
+            ));
+        }
+    }
+}
+
 /// `[limits]`: viewer controls per uid, cluster-wide through the store.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -538,6 +705,13 @@ impl Default for LimitsConfig {
             uid_quota_bytes: 0,
             uid_quota_window_s: 3600,
         }
+    }
+}
+
+impl LimitsConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        positive(errs, "limits.stream_idle_s", self.stream_idle_s);
+        positive(errs, "limits.uid_quota_window_s", self.uid_quota_window_s);
     }
 }
 
@@ -569,6 +743,52 @@ impl Default for LogConfig {
             access_log_max_bytes: 100 * 1024 * 1024,
             access_log_keep: 5,
             access_log_buffer: 8192,
+        }
+    }
+}
+
+impl LogConfig {
+    fn validate(&self, errs: &mut Vec<String>) {
+        at_least(errs, "log.access_log_buffer", self.access_log_buffer, 1);
+        if !matches!(self.format.as_str(), "text" | "json") {
+            errs.push(format!(
+                "log.format = {:?}: expected \"text\" or \"json\"",
+                self.format
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
+            errs.push(format!(
+                "log.level = {:?}: not a valid level or filter",
+                self.level
+            ));
+        }
+    }
+}
+
+/// `{key} must be at least {min}` when `value` is below `min`.
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    errs: &mut Vec<String>,
+    key: &str,
+    value: T,
+    min: T,
+) {
+    if value < min {
+        errs.push(format!("{key} must be at least {min}"));
+    }
+}
+
+/// `{key} must be greater than 0` when `value` is 0 (durations and windows).
+fn positive(errs: &mut Vec<String>, key: &str, value: u64) {
+    if value == 0 {
+        errs.push(format!("{key} must be greater than 0"));
+    }
+}
+
+/// `{key}: empty suffix` for each empty entry of a suffix list.
+fn no_empty_suffix(errs: &mut Vec<String>, key: &str, suffixes: &[String]) {
+    for s in suffixes {
+        if s.is_empty() {
+            errs.push(format!("{key}: empty suffix"));
         }
     }
 }
@@ -614,260 +834,24 @@ impl Config {
         let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Parse(format!("config file: {e}")))?;
-        apply_env_overrides(&mut table, env)?;
-        deserialize_reporting_every_key(table)
+        load::apply_env_overrides(&mut table, env)?;
+        load::deserialize_reporting_every_key(table)
     }
 
-    /// Checks values; returns every problem found, each naming its key.
+    /// Checks what the types of the keys cannot (ranges, one key against another);
+    /// returns every problem found, each naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut errs = Vec::new();
-        if self.server.listen.parse::<SocketAddr>().is_err() {
-            errs.push(format!(
-                "server.listen = {:?}: expected host:port such as \"127.0.0.1:10080\"",
-                self.server.listen
-            ));
-        }
-        if !self.server.admin_listen.is_empty()
-            && self.server.admin_listen.parse::<SocketAddr>().is_err()
-        {
-            errs.push(format!(
-                "server.admin_listen = {:?}: expected host:port or empty",
-                self.server.admin_listen
-            ));
-        }
-        for p in &self.server.trusted_proxies {
-            if parse_net(p).is_none() {
-                errs.push(format!(
-                    "server.trusted_proxies: {p:?} is not an IP address or CIDR"
-                ));
-            }
-        }
-        if self.server.tls_cert.is_empty() != self.server.tls_key.is_empty() {
-            errs.push("server.tls_cert and server.tls_key: set both or neither".into());
-        }
-        for (k, v) in [
-            ("server.tls_cert", &self.server.tls_cert),
-            ("server.tls_key", &self.server.tls_key),
-        ] {
-            if !v.is_empty() && !Path::new(v).is_file() {
-                errs.push(format!("{k} = {v:?}: file not found"));
-            }
-        }
-        if self.server.max_connections == 0 {
-            errs.push("server.max_connections must be at least 1".into());
-        }
-        if self.server.header_read_timeout_s == 0 {
-            errs.push("server.header_read_timeout_s must be at least 1".into());
-        }
-        for (k, v) in [
-            (
-                "server.keepalive_timeout_s",
-                self.server.keepalive_timeout_s,
-            ),
-            ("server.h2_idle_timeout_s", self.server.h2_idle_timeout_s),
-            ("origin.queue_timeout_ms", self.origin.queue_timeout_ms),
-        ] {
-            if v == 0 {
-                errs.push(format!("{k} must be at least 1"));
-            }
-        }
-        for (k, v) in [
-            ("origin.max_in_flight", self.origin.max_in_flight),
-            (
-                "store.max_background_writes",
-                self.store.max_background_writes,
-            ),
-        ] {
-            if v == 0 {
-                errs.push(format!("{k} must be at least 1"));
-            }
-        }
-        if !matches!(self.traffic.spool.as_str(), "dir" | "store") {
-            errs.push(format!(
-                "traffic.spool = {:?}: expected \"dir\" or \"store\"",
-                self.traffic.spool
-            ));
-        }
-        if self.server.max_headers == 0 {
-            errs.push("server.max_headers must be at least 1".into());
-        }
-        if self.server.max_header_bytes < 1024 {
-            errs.push("server.max_header_bytes must be at least 1024".into());
-        }
-        if let Err(why) = self.origin.url.parse::<crate::origin_url::OriginUrl>() {
-            errs.push(format!("origin.url = {:?}: {why}", self.origin.url));
-        }
-        for (k, v) in [
-            ("origin.connect_timeout_ms", self.origin.connect_timeout_ms),
-            (
-                "origin.playlist_timeout_ms",
-                self.origin.playlist_timeout_ms,
-            ),
-            ("origin.timeout_ms", self.origin.timeout_ms),
-            ("store.op_timeout_ms", self.store.op_timeout_ms),
-            ("traffic.interval_s", self.traffic.interval_s),
-            ("traffic.timeout_ms", self.traffic.timeout_ms),
-            ("traffic.retry_max_s", self.traffic.retry_max_s),
-            ("auth.session_ttl_s", self.auth.session_ttl_s),
-            ("auth.user_session_ttl_s", self.auth.user_session_ttl_s),
-            ("auth.ip_access_ttl_s", self.auth.ip_access_ttl_s),
-            ("protect.key_use_ttl_s", self.protect.key_use_ttl_s),
-            (
-                "protect.token_replay_ttl_s",
-                self.protect.token_replay_ttl_s,
-            ),
-            (
-                "protect.js_whitelist_ttl_s",
-                self.protect.js_whitelist_ttl_s,
-            ),
-            ("protect.event_log_ttl_s", self.protect.event_log_ttl_s),
-        ] {
-            if v == 0 {
-                errs.push(format!("{k} must be greater than 0"));
-            }
-        }
-        if !(4096..=16 * 1024 * 1024).contains(&self.origin.chunk_bytes) {
-            errs.push("origin.chunk_bytes must be between 4096 and 16777216".into());
-        }
-        if self.origin.buffer_bytes < self.origin.chunk_bytes {
-            errs.push("origin.buffer_bytes must be at least origin.chunk_bytes".into());
-        }
-        if let Err(why) = self.store.url.parse::<crate::store_url::StoreUrl>() {
-            errs.push(format!(
-                "store.url = {:?}: {why}",
-                redact_url(&self.store.url)
-            ));
-        }
-        if self.auth.max_paths_per_cidr == 0 {
-            errs.push("auth.max_paths_per_cidr must be at least 1".into());
-        }
-        for p in &self.auth.ipv6_prefixes {
-            if *p == 0 || *p > 128 {
-                errs.push(format!(
-                    "auth.ipv6_prefixes: {p} is not a prefix length between 1 and 128"
-                ));
-            }
-        }
-        for p in &self.auth.fixed_ip_whitelist {
-            if parse_net(p).is_none() {
-                errs.push(format!(
-                    "auth.fixed_ip_whitelist: {p:?} is not an IP address or CIDR"
-                ));
-            }
-        }
-        for (k, v) in [
-            (
-                "auth.skip_validation_suffixes",
-                &self.auth.skip_validation_suffixes,
-            ),
-            ("protect.static_suffixes", &self.protect.static_suffixes),
-        ] {
-            for s in v {
-                if s.is_empty() {
-                    errs.push(format!("{k}: empty suffix"));
-                }
-            }
-        }
-        for (name, cl) in [
-            ("download_tool", self.auth.playlist_limits.download_tool),
-            ("mobile_browser", self.auth.playlist_limits.mobile_browser),
-            ("desktop_browser", self.auth.playlist_limits.desktop_browser),
-            ("unknown", self.auth.playlist_limits.unknown),
-        ] {
-            if cl.window_s == 0 {
-                errs.push(format!(
-                    "auth.playlist_limits.{name}.window_s must be greater than 0"
-                ));
-            }
-        }
-        for name in self.auth.playlist_limits.browsers.keys() {
-            if !crate::ua::browser_names().any(|n| n == name) {
-                let known: Vec<&str> = crate::ua::browser_names().collect();
-                errs.push(format!(
-                    "auth.playlist_limits.browsers: unknown browser name {name:?} (known: {})",
-                    known.join(" ")
-                ));
-            }
-        }
-        let base = &self.auth.safe_key_redirect_base;
-        if !(base.is_empty()
-            || base.starts_with("http://")
-            || base.starts_with("https://")
-            || base.starts_with('/'))
-        {
-            errs.push("auth.safe_key_redirect_base must start with http://, https:// or /".into());
-        }
-        for o in &self.cors.allow_origins {
-            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                errs.push(format!(
-                    "cors.allow_origins: {o:?} is not an origin like https://site.example"
-                ));
-            }
-        }
-        let report_url_ok = |u: &str| {
-            u.parse::<http::Uri>().is_ok_and(|uri| {
-                matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
-            })
-        };
-        if !self.traffic.report_url.is_empty() && !report_url_ok(&self.traffic.report_url) {
-            errs.push(format!(
-                "traffic.report_url = {:?}: expected http://host[:port]/path or https://…",
-                self.traffic.report_url
-            ));
-        }
-        if self.log.access_log_buffer == 0 {
-            errs.push("log.access_log_buffer must be at least 1".into());
-        }
-        if self.protect.key_max_uses == 0 {
-            errs.push("protect.key_max_uses must be at least 1".into());
-        }
-        if self.protect.token_max_uses == 0 {
-            errs.push("protect.token_max_uses must be at least 1".into());
-        }
-        if self.protect.js_max_paths == 0 {
-            errs.push("protect.js_max_paths must be at least 1".into());
-        }
-        if self.protect.max_playlist_bytes < 1024 {
-            errs.push("protect.max_playlist_bytes must be at least 1024".into());
-        }
-        if !(1..=100_000).contains(&self.protect.event_log_capacity) {
-            errs.push("protect.event_log_capacity must be between 1 and 100000".into());
-        }
-        if self.protect.js_whitelist && self.protect.js_whitelist_secret.is_empty() {
-            errs.push(
-                "protect.js_whitelist_secret is required when protect.js_whitelist = true".into(),
-            );
-        }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            errs.push(format!(
-                "log.format = {:?}: expected \"text\" or \"json\"",
-                self.log.format
-            ));
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            errs.push(format!(
-                "log.level = {:?}: not a valid level or filter",
-                self.log.level
-            ));
-        }
-        if !self.sockets.congestion_control.is_empty()
-            && !self
-                .sockets
-                .congestion_control
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            errs.push(format!(
-                "sockets.congestion_control = {:?}: not an algorithm name",
-                self.sockets.congestion_control
-            ));
-        }
-        if self.limits.stream_idle_s == 0 {
-            errs.push("limits.stream_idle_s must be greater than 0".into());
-        }
-        if self.limits.uid_quota_window_s == 0 {
-            errs.push("limits.uid_quota_window_s must be greater than 0".into());
-        }
+        self.server.validate(&mut errs);
+        self.origin.validate(&mut errs);
+        self.store.validate(&mut errs);
+        self.auth.validate(&mut errs);
+        self.cors.validate(&mut errs);
+        self.traffic.validate(&mut errs);
+        self.protect.validate(&mut errs);
+        self.sockets.validate(&mut errs);
+        self.log.validate(&mut errs);
+        self.limits.validate(&mut errs);
         if errs.is_empty() {
             Ok(())
         } else {
@@ -894,154 +878,6 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(errs))
         }
-    }
-}
-
-/// Parses `1.2.3.4`, `::1`, `10.0.0.0/8` or `2001:db8::/32` into a network.
-pub fn parse_net(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<IpNet>() {
-        return Some(n.trunc());
-    }
-    s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
-}
-
-/// Hides the passwords of a store URL for messages and `/health`.
-pub fn redact_url(url: &str) -> String {
-    crate::store_url::redact(url)
-}
-
-/// Most structural problems reported at once; a file with more is surely not a config.
-const MAX_KEY_ERRORS: usize = 64;
-
-/// Deserializes the merged table. On failure it keeps going: each offending key is
-/// named, taken out and the rest tried again, so one run of `check-config` lists every
-/// unknown or mistyped key, plus the value problems of the keys that did parse.
-fn deserialize_reporting_every_key(mut table: toml::Table) -> Result<Config, ConfigError> {
-    let mut errors: Vec<String> = Vec::new();
-    let mut removed: Vec<String> = Vec::new();
-    loop {
-        let attempt: Result<Config, _> =
-            serde_path_to_error::deserialize(toml::Value::Table(table.clone()));
-        let err = match attempt {
-            Ok(cfg) if errors.is_empty() => return Ok(cfg),
-            Ok(cfg) => {
-                if let Err(ConfigError::Invalid(more)) = cfg.validate() {
-                    errors.extend(
-                        more.into_iter()
-                            .filter(|m| !removed.iter().any(|k| m.starts_with(k.as_str()))),
-                    );
-                }
-                return Err(ConfigError::Invalid(errors));
-            }
-            Err(e) => e,
-        };
-        let path = err.path().to_string();
-        let msg = err.inner().message().trim().to_string();
-        errors.push(if path.is_empty() || path == "." {
-            format!("configuration: {msg}")
-        } else {
-            format!("configuration key {path}: {msg}")
-        });
-        match remove_offending_key(&mut table, &err) {
-            Some(key) if errors.len() < MAX_KEY_ERRORS => removed.push(key),
-            // No way to go on (or too many problems): report what was found.
-            _ => {
-                return Err(if errors.len() == 1 {
-                    ConfigError::Parse(errors.remove(0))
-                } else {
-                    ConfigError::Invalid(errors)
-                })
-            }
-        }
-    }
-}
-
-/// Takes the key an error points at (the last table key on its path: the unknown or
-/// mistyped key itself, or the array holding a bad element) out of the table and
-/// returns its dotted name; `None` when the path names nothing in the table.
-fn remove_offending_key(
-    table: &mut toml::Table,
-    err: &serde_path_to_error::Error<toml::de::Error>,
-) -> Option<String> {
-    let keys: Vec<&str> = err
-        .path()
-        .iter()
-        .map_while(|seg| match seg {
-            serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
-            _ => None,
-        })
-        .collect();
-    let (last, parents) = keys.split_last()?;
-    let mut cur = table;
-    for key in parents {
-        cur = match cur.get_mut(*key) {
-            Some(toml::Value::Table(t)) => t,
-            _ => return None,
-        };
-    }
-    cur.remove(*last)?;
-    Some(keys.join("."))
-}
-
-/// Applies `FILEPROXY_<SECTION>__<KEY>[__<SUBKEY>]` variables onto the parsed table.
-///
-/// A string-typed key takes the value as it is (`FILEPROXY_AUTH__SECRET=12345`, a
-/// date-like value, or `"abc"` with its quotes); any other key's value is parsed as
-/// TOML (so `true`, `42`, `["a","b"]`, `{ qq = 2 }` work), falling back to a plain string
-/// (which then fails as a type error naming the key).
-fn apply_env_overrides(
-    table: &mut toml::Table,
-    env: &[(String, String)],
-) -> Result<(), ConfigError> {
-    let defaults = toml::Value::try_from(Config::default()).ok();
-    for (name, raw) in env {
-        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-            // FILEPROXY_CONFIG and similar single-word variables are not key overrides.
-            continue;
-        }
-        let string_typed = defaults
-            .as_ref()
-            .and_then(|d| parts.iter().try_fold(d, |v, p| v.get(p.as_str())))
-            .is_some_and(toml::Value::is_str);
-        let value = if string_typed {
-            toml::Value::String(raw.clone())
-        } else {
-            parse_env_value(raw)
-        };
-        let mut cur = &mut *table;
-        for p in &parts[..parts.len() - 1] {
-            let entry = cur
-                .entry(p.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            cur = match entry {
-                toml::Value::Table(t) => t,
-                _ => {
-                    return Err(ConfigError::Parse(format!(
-                        "{name}: {} is not a section",
-                        parts.join(".")
-                    )))
-                }
-            };
-        }
-        if let Some(last) = parts.last() {
-            cur.insert(last.clone(), value);
-        }
-    }
-    Ok(())
-}
-
-fn parse_env_value(raw: &str) -> toml::Value {
-    let wrapped = format!("v = {raw}");
-    match wrapped.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
-        Err(_) => toml::Value::String(raw.to_string()),
     }
 }
 
@@ -1093,12 +929,14 @@ mod tests {
     #[test]
     fn defaults_match_spec() {
         let c = Config::default();
-        assert_eq!(c.server.listen, "127.0.0.1:10080");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:10080");
+        assert_eq!(c.server.admin_listen, None);
         assert_eq!(c.server.shutdown_grace_s, 30);
         assert_eq!(c.origin.connect_timeout_ms, 15000);
         assert_eq!(c.origin.playlist_timeout_ms, 30000);
         assert_eq!(c.origin.timeout_ms, 120000);
-        assert_eq!(c.store.url, "memory://");
+        assert_eq!(c.store.url.expose(), "memory://");
+        assert_eq!(c.origin.url.as_str(), "http://127.0.0.1:27804");
         assert_eq!(c.auth.session_ttl_s, 7200);
         assert_eq!(c.auth.max_paths_per_cidr, 3);
         assert_eq!(c.auth.ipv6_prefixes, vec![64, 56, 48]);
@@ -1166,7 +1004,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.auth.secret, "env-secret");
+        assert_eq!(c.auth.secret.expose(), "env-secret");
         assert_eq!(c.server.shutdown_grace_s, 5);
         assert_eq!(c.cors.allow_origins, vec!["https://a.example"]);
         assert_eq!(c.auth.playlist_limits.browsers.get("qq"), Some(&2));
@@ -1188,10 +1026,10 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.auth.secret, "12345");
-        assert_eq!(c.auth.whitelist_api_key, "1979-05-27T07:32:00Z");
-        assert_eq!(c.auth.admin_token, "\"abc\"");
-        assert_eq!(c.traffic.api_key, "true");
+        assert_eq!(c.auth.secret.expose(), "12345");
+        assert_eq!(c.auth.whitelist_api_key.expose(), "1979-05-27T07:32:00Z");
+        assert_eq!(c.auth.admin_token.expose(), "\"abc\"");
+        assert_eq!(c.traffic.api_key.expose(), "true");
         assert_eq!(c.traffic.worker_id, "[1, 2]");
         assert_eq!(c.log.level, "  warn  ");
     }
@@ -1224,20 +1062,103 @@ mod tests {
 
     #[test]
     fn bad_values_each_named() {
-        let c = load(
-            "[server]\nlisten = \"nowhere\"\ntrusted_proxies = [\"x.y\"]\n[origin]\nurl = \"ftp://a\"\n[store]\nurl = \"mongo://a\"\n",
+        // The types of these keys refuse the values while the file is read, each
+        // message naming the key and the value.
+        let msg = load(
+            "[server]\nlisten = \"nowhere\"\ntrusted_proxies = [\"x.y\"]\nadmin_listen = \"here\"\n\
+             [origin]\nurl = \"ftp://a\"\n[store]\nurl = \"mongo://a\"\n\
+             [auth]\nfixed_ip_whitelist = [\"10.0.0.0/8\", \"10.0.0.0/99\"]\n",
             &[],
         )
-        .unwrap();
-        let msg = c.validate().unwrap_err().to_string();
-        for key in [
-            "server.listen",
-            "server.trusted_proxies",
-            "origin.url",
-            "store.url",
+        .unwrap_err()
+        .to_string();
+        for line in [
+            "server.listen: \"nowhere\": expected host:port such as \"127.0.0.1:10080\"",
+            "server.admin_listen: \"here\": expected host:port or empty",
+            "server.trusted_proxies[0]: \"x.y\" is not an IP address or CIDR",
+            "auth.fixed_ip_whitelist[1]: \"10.0.0.0/99\" is not an IP address or CIDR",
+            "origin.url: \"ftp://a\": expected http://host:port",
+            "store.url: \"mongo://a\": expected memory://",
         ] {
-            assert!(msg.contains(key), "{key} missing in {msg}");
+            assert!(msg.contains(line), "{line:?} missing in {msg}");
         }
+    }
+
+    #[test]
+    fn store_password_never_in_messages() {
+        for url in ["redis+cluster://:hunter2@", "mongo://:hunter2@h"] {
+            let msg = load(&format!("[store]\nurl = \"{url}\"\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("store.url") && !msg.contains("hunter2"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn typed_keys_read_and_write_their_text() {
+        let c = load(
+            "[server]\nlisten = \"[::1]:8080\"\nadmin_listen = \"127.0.0.1:9\"\n\
+             trusted_proxies = [\"10.1.2.3/8\", \"::1\"]\n\
+             [store]\nurl = \"redis://:pw@h:6379/2\"\n",
+            &[("FILEPROXY_ORIGIN__URL", "file:///srv/media")],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.server.admin_listen.map(|a| a.port()), Some(9));
+        let nets: Vec<String> = c
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|n| n.net().to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
+        assert!(matches!(
+            c.store.url.kind(),
+            crate::store_url::StoreUrl::Redis { .. }
+        ));
+        assert!(matches!(
+            c.origin.url.target(),
+            crate::origin_url::OriginTarget::File(root) if root == "/srv/media"
+        ));
+        // Serialized back as written (what reload compares and `/whitelist-info` shows).
+        let keys = config_keys(&c);
+        assert_eq!(keys["server.listen"], "\"[::1]:8080\"");
+        assert_eq!(keys["server.trusted_proxies"], "[\"10.1.2.3/8\", \"::1\"]");
+        assert_eq!(keys["store.url"], "\"redis://:pw@h:6379/2\"");
+        assert_eq!(
+            config_keys(&Config::default())["server.admin_listen"],
+            "\"\""
+        );
+        // `Debug` shows the store URL redacted.
+        assert!(!format!("{c:?}").contains(":pw@"));
+    }
+
+    #[test]
+    fn tls_files_are_both_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("c.pem");
+        std::fs::write(&cert, "x").unwrap();
+        let mut c = Config::default();
+        assert_eq!(c.server.tls(), Ok(None));
+        c.server.tls_cert = cert.clone();
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("server.tls_cert and server.tls_key: set both or neither"),
+            "{msg}"
+        );
+        c.server.tls_key = dir.path().join("missing.pem");
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("server.tls_key = ") && msg.contains("file not found"),
+            "{msg}"
+        );
+        assert!(!msg.contains("server.tls_cert ="), "{msg}");
+        c.server.tls_key = cert.clone();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.server.tls().unwrap().map(|f| f.key), Some(cert));
     }
 
     #[test]
@@ -1280,8 +1201,13 @@ mod tests {
         c.auth.secret = "s3cr3t-value".into();
         c.auth.admin_token = "adm1n-value".into();
         c.traffic.api_key = "k3y-value".into();
+        c.auth.whitelist_api_key = "wh1te-value".into();
+        c.protect.js_whitelist_secret = "j5-value".into();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("s3cr3t") && !dbg.contains("adm1n") && !dbg.contains("k3y"));
+        for s in ["s3cr3t", "adm1n", "k3y", "wh1te", "j5-"] {
+            assert!(!dbg.contains(s), "{s} in {dbg}");
+        }
+        assert!(dbg.contains("secret: <redacted>"), "{dbg}");
     }
 
     #[test]

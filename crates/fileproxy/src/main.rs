@@ -101,7 +101,13 @@ fn sign(path: &Path, uid: &str, file: &str, ttl: u64) -> ExitCode {
     let now = fileproxy::clock::unix_secs();
     println!(
         "{}",
-        fileproxy::access::token::sign_url(cfg.auth.secret.as_bytes(), uid, file, ttl, now)
+        fileproxy::access::token::sign_url(
+            cfg.auth.secret.expose().as_bytes(),
+            uid,
+            file,
+            ttl,
+            now
+        )
     );
     ExitCode::SUCCESS
 }

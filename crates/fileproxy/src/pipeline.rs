@@ -32,7 +32,7 @@ use crate::metrics::Route;
 use crate::origin::{FetchClass, OriginBody, OriginRequest};
 use crate::protect::transfers::TransferMeta;
 use crate::protect::PlaylistSigning;
-use crate::request::{header_str, method_not_allowed};
+use crate::request::header_str;
 use crate::rescue::Failure;
 use crate::response::{self, filter_origin_headers, Body};
 
@@ -54,18 +54,21 @@ pub async fn handle(app: Arc<App>, conn: Arc<ConnInfo>, req: Request<Incoming>) 
     crate::exchange::finish(&app, ctx, resp)
 }
 
-/// Routes a request (SPEC §1).
+/// Routes a request (SPEC §1); every refusal or failure of a route is answered by
+/// [`Failure::into_response`], here and nowhere else.
 async fn dispatch(app: &Arc<App>, ctx: &mut RequestCtx, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     let conn = Arc::clone(&ctx.conn);
-    match (req.method(), path) {
-        (&Method::GET | &Method::HEAD, "/health") => health::handle(app).await,
+    let result = match (req.method(), path) {
+        (&Method::GET | &Method::HEAD, "/health") => Ok(health::handle(app).await),
         _ if admin::is_admin_path(path) => match admin::refusal(app, &conn, &req) {
-            None => admin::route(app, &conn, req).await,
-            Some(refused) => refused,
+            Ok(()) => admin::route(app, &conn, req).await.map_err(Failure::from),
+            Err(refused) => Err(refused.into()),
         },
-        _ if conn.surface == Surface::Admin => response::text(StatusCode::NOT_FOUND, "Not Found"),
-        _ if crate::api::is_api_path(path) => crate::api::route(app, ctx, req).await,
+        _ if conn.surface == Surface::Admin => Err(Failure::NotFound),
+        _ if crate::api::is_api_path(path) => crate::api::route(app, ctx, req)
+            .await
+            .map_err(Failure::from),
         (&Method::OPTIONS, _) => preflight(app, &req),
         (&Method::GET | &Method::HEAD, _) => {
             let result = proxy(app, ctx, &req).await;
@@ -79,10 +82,13 @@ async fn dispatch(app: &Arc<App>, ctx: &mut RequestCtx, req: Request<Incoming>) 
             if cors {
                 add_cors(app, ctx.cors_origin.as_deref(), &mut resp);
             }
-            resp
+            Ok(resp)
         }
-        _ => method_not_allowed("GET, HEAD, OPTIONS"),
-    }
+        _ => Err(Failure::MethodNotAllowed {
+            allow: "GET, HEAD, OPTIONS",
+        }),
+    };
+    result.unwrap_or_else(|failure| failure.into_response(ctx))
 }
 
 /// The viewer flow of SPEC §2, phase by phase.
@@ -351,7 +357,7 @@ fn add_cors(app: &App, origin: Option<&str>, resp: &mut Response<Body>) {
 }
 
 /// `OPTIONS`: CORS pre-flight for the configured origins.
-fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
+fn preflight(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Failure> {
     let h = req.headers();
     let origin = header_str(h, header::ORIGIN);
     let acrh = header_str(h, header::ACCESS_CONTROL_REQUEST_HEADERS);
@@ -363,8 +369,8 @@ fn preflight(app: &App, req: &Request<Incoming>) -> Response<Body> {
                     r.headers_mut().append(name, v);
                 }
             }
-            r
+            Ok(r)
         }
-        None => response::text(StatusCode::FORBIDDEN, "CORS origin not allowed"),
+        None => Err(Failure::CorsPreflight),
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use rand::RngCore;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 
 /// Name of the sample media folder shipped in the repository.
 pub const SAMPLE_DIR: &str = "sample-media";
@@ -19,7 +19,9 @@ pub fn apply(cfg: &mut Config) -> anyhow::Result<()> {
         let dir = find_sample_media().context(
             "quick start: sample-media folder not found; run from the repository root or set FILEPROXY_ORIGIN__URL",
         )?;
-        cfg.origin.url = format!("file://{}", dir.display());
+        cfg.origin.url = format!("file://{}", dir.display())
+            .parse()
+            .map_err(|why| anyhow::anyhow!("quick start: sample-media folder {dir:?}: {why}"))?;
     }
     let mut generated = Vec::new();
     for (name, slot) in [
@@ -28,8 +30,9 @@ pub fn apply(cfg: &mut Config) -> anyhow::Result<()> {
         ("auth.admin_token", &mut cfg.auth.admin_token),
     ] {
         if slot.is_empty() {
-            *slot = random_token();
-            generated.push((name, slot.clone()));
+            let token = random_token();
+            *slot = Secret::from(token.as_str());
+            generated.push((name, token));
         }
     }
     println!("FileProxy quick start");

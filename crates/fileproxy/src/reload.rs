@@ -338,15 +338,15 @@ mod tests {
         let mut new = Config::default();
         new.auth.secret = "new-secret".into();
         new.auth.playlist_limits.unknown.limit = 5;
-        new.server.listen = "127.0.0.1:1".into();
-        new.store.url = "redis://127.0.0.1:1/0".into();
+        new.server.listen = "127.0.0.1:1".parse().unwrap();
+        new.store.url = "redis://127.0.0.1:1/0".parse().unwrap();
         let p = plan(&old, new).unwrap();
         assert_eq!(
             p.changed,
             vec!["auth.playlist_limits.unknown.limit", "auth.secret"]
         );
         assert_eq!(p.restart_needed, vec!["server.listen", "store.url"]);
-        assert_eq!(p.config.auth.secret, "new-secret");
+        assert_eq!(p.config.auth.secret.expose(), "new-secret");
         assert_eq!(p.config.auth.playlist_limits.unknown.limit, 5);
         assert_eq!(p.config.server.listen, old.server.listen);
         assert_eq!(p.config.store.url, old.store.url);

@@ -1,18 +1,17 @@
-//! Request helpers every route shares: header text, query parameters, a small bounded
-//! body and the "method not allowed" answer (the client address is
+//! Request helpers every route shares: header text, query parameters and a small
+//! bounded body (the client address is
 //! `access::client_ip::client_ip_from_headers`, resolved once into the request context).
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, AsHeaderName, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::header::{AsHeaderName, HeaderMap};
+use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access::query;
 use crate::app::App;
-use crate::response::{self, Body};
 
 /// Largest JSON body accepted by the admission APIs.
 pub const MAX_API_BODY: usize = 64 * 1024;
@@ -33,34 +32,42 @@ pub fn param<B>(req: &Request<B>, name: &str) -> Option<String> {
     query_param(req.uri().query()?, name)
 }
 
+/// Why a small request body could not be read (answered by the rescue module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// More than [`MAX_API_BODY`] bytes (413).
+    #[error("request body larger than {MAX_API_BODY} bytes")]
+    TooLarge,
+    /// The connection failed while the body was read (400).
+    #[error("request body could not be read")]
+    Unreadable,
+    /// Not all of it arrived within the header-read timeout (408).
+    #[error("request body not received in time")]
+    Timeout,
+}
+
+impl BodyError {
+    /// The HTTP status of this error.
+    pub fn status(self) -> StatusCode {
+        match self {
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+}
+
 /// Reads a request body of at most [`MAX_API_BODY`] bytes within the header-read
-/// timeout; the error is the response to send (413, 400 or 408).
-pub async fn read_small_body(app: &App, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+/// timeout.
+pub async fn read_small_body(app: &App, req: Request<Incoming>) -> Result<Bytes, BodyError> {
     let limit = Duration::from_secs(app.config.server.header_read_timeout_s);
     let body = http_body_util::Limited::new(req.into_body(), MAX_API_BODY);
     match tokio::time::timeout(limit, body.collect()).await {
         Ok(Ok(b)) => Ok(b.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(response::json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &serde_json::json!({"error": format!("request body larger than {MAX_API_BODY} bytes")}),
-        )),
-        Ok(Err(_)) => Err(response::json(
-            StatusCode::BAD_REQUEST,
-            &serde_json::json!({"error": "request body could not be read"}),
-        )),
-        Err(_) => Err(response::json(
-            StatusCode::REQUEST_TIMEOUT,
-            &serde_json::json!({"error": "request body not received in time"}),
-        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Unreadable),
+        Err(_) => Err(BodyError::Timeout),
     }
-}
-
-/// `405 Method Not Allowed` with `Allow: allow`.
-pub fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
 }
 
 #[cfg(test)]
@@ -83,12 +90,5 @@ mod tests {
         assert_eq!(query_param("js_path=", "js_path").as_deref(), Some(""));
         assert_eq!(query_param("sign", "sign").as_deref(), Some(""));
         assert_eq!(query_param("", "uid"), None);
-    }
-
-    #[test]
-    fn method_not_allowed_names_the_methods() {
-        let r = method_not_allowed("GET, HEAD");
-        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
     }
 }

@@ -2,11 +2,9 @@
 //! SIGTERM/SIGINT, then drains in-flight transfers for `server.shutdown_grace_s`; `SIGHUP`
 //! reloads the configuration file ([`crate::reload`]).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::build_app;
@@ -22,30 +20,20 @@ pub async fn run(
     shutdown: CancellationToken,
     signals: bool,
 ) -> anyhow::Result<()> {
-    let tls = if config.server.tls_cert.is_empty() {
-        None
-    } else {
-        Some(server::tls::acceptor(
-            Path::new(&config.server.tls_cert),
-            Path::new(&config.server.tls_key),
-        )?)
+    let tls_files = config.server.tls().map_err(anyhow::Error::msg)?;
+    let tls = match &tls_files {
+        Some(files) => Some(server::tls::acceptor(&files.cert, &files.key)?),
+        None => None,
     };
-    let main_addr: SocketAddr = config.server.listen.parse().context("server.listen")?;
-    let main = BoundListener::bind(main_addr, Surface::Main, &config.sockets, tls)?;
-    let admin = if config.server.admin_listen.is_empty() {
-        None
-    } else {
-        let addr: SocketAddr = config
-            .server
-            .admin_listen
-            .parse()
-            .context("server.admin_listen")?;
-        Some(BoundListener::bind(
+    let main = BoundListener::bind(config.server.listen, Surface::Main, &config.sockets, tls)?;
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(BoundListener::bind(
             addr,
             Surface::Admin,
             &config.sockets,
             None,
-        )?)
+        )?),
+        None => None,
     };
     let grace = Duration::from_secs(config.server.shutdown_grace_s);
     let app = build_app(config).await?;
@@ -55,7 +43,7 @@ pub async fn run(
     tracing::info!(
         listen = %main.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %admin.as_ref().and_then(|a| a.local_addr().ok()).map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-        tls = !app.config.server.tls_cert.is_empty(),
+        tls = tls_files.is_some(),
         origin = %app.origin.describe_url("/"),
         store = app.store.kind(),
         version = env!("CARGO_PKG_VERSION"),

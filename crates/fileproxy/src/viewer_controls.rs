@@ -1,22 +1,15 @@
 //! The runtime side of the viewer controls of SPEC §13 (the decisions are
-//! [`crate::access::controls`]): `POST /api/revoke`, a poller that keeps this
-//! instance's copy of the revocation feed fresh and cuts live transfers of revoked
-//! uids, and a flusher that adds this instance's delivered bytes to the per-uid
+//! [`crate::access::controls`]): cutting live transfers of revoked uids (right after
+//! `POST /api/revoke` of the api module, and from a poller that keeps this instance's
+//! copy of the revocation feed fresh), and a flusher that adds this instance's delivered bytes to the per-uid
 //! quota counters in the store.
 
 use std::sync::{Arc, Weak};
 
-use http::header;
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use serde_json::json;
-
 use crate::access::controls::{QUOTA_FLUSH, REVOCATION_POLL};
 use crate::access::keypath::key_path;
-use crate::app::{App, ConnInfo};
+use crate::app::App;
 use crate::clock::unix_secs as unix_now;
-use crate::request::read_small_body;
-use crate::response::{self, Body};
 
 /// Starts the revocation poller and (when a quota is set) the quota flusher. They
 /// hold the app weakly and end when it is dropped.
@@ -94,35 +87,5 @@ pub async fn flush_quota_now(app: &App) {
         Ok((_, 0)) => {}
         Ok((_, kept)) => tracing::warn!(batches = kept, "quota batches not counted at shutdown"),
         Err(_) => tracing::warn!("quota batches not flushed within 5 s at shutdown"),
-    }
-}
-
-/// `POST /api/revoke` `{uid, key_path?}` (bearer whitelist key, checked before the
-/// body is read): `200 {"uid", "revoked": {"whitelist_paths", "sessions", "pairs",
-/// "js_admissions"}, "transfers_cut"}`.
-pub async fn revoke_api(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !app.policy.whitelist_key_ok(auth) {
-        tracing::info!(peer = %conn.peer, "revocation refused: bad API key");
-        return response::json(StatusCode::FORBIDDEN, &json!({"error": "invalid API key"}));
-    }
-    let body = match read_small_body(app, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match app.policy.revoke(&body, unix_now()).await {
-        Ok(done) => {
-            let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
-            let cut = cut_revoked(app, now, Some(&done.uid));
-            response::json(StatusCode::OK, &done.response(cut))
-        }
-        Err(e) => {
-            tracing::info!(peer = %conn.peer, status = e.status(), error = %e, "revocation failed");
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            response::json(status, &e.body())
-        }
     }
 }

@@ -106,7 +106,7 @@ const UA: &str = "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, 
 
 fn policy(port: u16) -> Policy {
     let store = RedisStore::new(&StoreConfig {
-        url: format!("redis://127.0.0.1:{port}"),
+        url: format!("redis://127.0.0.1:{port}").parse().unwrap(),
         ..StoreConfig::default()
     })
     .unwrap();

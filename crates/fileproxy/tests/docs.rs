@@ -183,8 +183,10 @@ fn toml_type(ty: &str) -> String {
     if let Some(rest) = ty.strip_prefix("Vec<").and_then(|r| r.strip_suffix('>')) {
         return format!("array of {}s", inner(rest));
     }
+    // An unset optional key is written as the empty string (its default shows `""`),
+    // so its TOML type is the inner type's.
     if let Some(rest) = ty.strip_prefix("Option<").and_then(|r| r.strip_suffix('>')) {
-        return format!("{} (optional)", inner(rest));
+        return inner(rest);
     }
     if let Some(rest) = ty
         .strip_prefix("BTreeMap<")

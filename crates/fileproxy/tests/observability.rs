@@ -570,3 +570,173 @@ async fn access_log_in_combined_format() {
         p.log_text()
     );
 }
+
+/// The error answers of the admission APIs and the admin surface, pinned exactly
+/// (status, body, `Allow`, `Cache-Control`): they are all built by the rescue module
+/// now, and must read as they always did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_and_admin_error_answers_are_exact() {
+    let origin = TestOrigin::start().await;
+    let (p, admin) = start_with_admin(&origin.url(), &[]);
+    let c = client();
+    async fn read(r: reqwest::Response) -> (u16, Option<String>, Option<String>, String) {
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+        };
+        let (allow, cache) = (h("allow"), h("cache-control"));
+        (r.status().as_u16(), allow, cache, r.text().await.unwrap())
+    }
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    let post = |path: &str, key: Option<&str>, body: String| {
+        let mut b = c.post(p.url(path)).body(body);
+        if let Some(k) = key {
+            b = b.bearer_auth(k);
+        }
+        b.send()
+    };
+
+    // Admission APIs: JSON `{"error": …}`.
+    for (path, key, body, status, error) in [
+        (
+            "/api/whitelist",
+            None,
+            "{}".to_string(),
+            403,
+            "invalid or missing API key",
+        ),
+        (
+            "/api/whitelist",
+            Some(WL_KEY),
+            "nope".into(),
+            400,
+            "invalid JSON body",
+        ),
+        (
+            "/api/whitelist",
+            Some(WL_KEY),
+            "{\"uid\": \"u\"}".into(),
+            400,
+            "missing required field: path",
+        ),
+        (
+            "/api/static-whitelist",
+            Some("wrong"),
+            "{}".into(),
+            403,
+            "invalid or missing API key",
+        ),
+        (
+            "/api/revoke",
+            Some("wrong"),
+            "{}".into(),
+            403,
+            "invalid API key",
+        ),
+        (
+            "/api/revoke",
+            Some(WL_KEY),
+            "{}".into(),
+            400,
+            "missing required field: uid",
+        ),
+        (
+            "/api/file/check",
+            None,
+            "{}".into(),
+            403,
+            "invalid or missing API key",
+        ),
+        (
+            "/api/file/check",
+            Some(WL_KEY),
+            "[1]".into(),
+            400,
+            "invalid JSON body",
+        ),
+        (
+            "/api/file/check",
+            Some(WL_KEY),
+            "{}".into(),
+            400,
+            "missing required field: path",
+        ),
+        (
+            "/api/file/check/batch",
+            Some(WL_KEY),
+            "{\"paths\": []}".into(),
+            400,
+            "paths must hold 1 to 100 entries",
+        ),
+        (
+            "/api/file/check/batch",
+            Some(WL_KEY),
+            "{\"paths\": [1]}".into(),
+            400,
+            "paths must be strings",
+        ),
+        (
+            "/api/whitelist",
+            Some(WL_KEY),
+            "x".repeat(70_000),
+            413,
+            "request body larger than 65536 bytes",
+        ),
+    ] {
+        let (s, _, _, text) = read(post(path, key, body).await.unwrap()).await;
+        assert_eq!(s, status, "{path}: {text}");
+        assert_eq!(json(&text), serde_json::json!({ "error": error }), "{path}");
+    }
+    // Routing answers of the APIs: wrong method, switched-off feature (js_whitelist).
+    let (s, allow, _, text) = read(c.get(p.url("/api/whitelist")).send().await.unwrap()).await;
+    assert_eq!(
+        (s, allow.as_deref(), text.as_str()),
+        (405, Some("POST"), "Method Not Allowed")
+    );
+    let (s, allow, _, _) = read(c.delete(p.url("/api/revoke")).send().await.unwrap()).await;
+    assert_eq!((s, allow.as_deref()), (405, Some("POST")));
+    let (s, _, _, text) = read(c.get(p.url("/api/js-whitelist")).send().await.unwrap()).await;
+    assert_eq!((s, text.as_str()), (404, "Not Found"));
+    let (s, allow, _, _) = read(c.put(p.url("/files/a.png")).send().await.unwrap()).await;
+    assert_eq!((s, allow.as_deref()), (405, Some("GET, HEAD, OPTIONS")));
+
+    // The admin gate: plain text, no `Cache-Control`.
+    let (s, _, cache, text) = read(c.get(p.url("/stats")).send().await.unwrap()).await;
+    assert_eq!(
+        (s, cache, text.as_str()),
+        (401, None, "Unauthorized: admin token required")
+    );
+    let r = c
+        .get(p.url("/stats"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    let (s, _, cache, text) = read(r).await;
+    assert_eq!(
+        (s, cache, text.as_str()),
+        (403, None, "Forbidden: wrong admin token")
+    );
+    let (s, allow, cache, _) = read(c.post(format!("{admin}/stats")).send().await.unwrap()).await;
+    assert_eq!((s, allow.as_deref(), cache), (405, Some("GET, HEAD"), None));
+    let (s, _, cache, text) =
+        read(c.get(format!("{admin}/files/x.ts")).send().await.unwrap()).await;
+    assert_eq!((s, cache, text.as_str()), (404, None, "Not Found"));
+
+    // Admin routes' failures: JSON, `Cache-Control: no-store` like every route answer.
+    for (path, status, error) in [
+        ("/debug/cidr?ip=nope&cidr=10.0.0.0/8", 400, "ip: \"nope\" is not an IP address"),
+        ("/debug/cidr?ip=10.0.0.1", 400, "cidr: required, e.g. cidr=10.0.0.0/8"),
+        ("/debug/uid", 400, "missing uid"),
+        ("/debug/nosuch", 404, "unknown debug route; try /debug/browser, /debug/cidr, /debug/ip-whitelist, /debug/session, /debug/uid"),
+        ("/traffic?limit=x", 400, "limit: expected a non-negative integer"),
+        ("/probe/backend", 400, "path: required, e.g. /probe/backend?path=/vod/abc/seg1.ts"),
+    ] {
+        let (s, _, cache, text) = read(c.get(format!("{admin}{path}")).send().await.unwrap()).await;
+        assert_eq!(s, status, "{path}: {text}");
+        assert_eq!(cache.as_deref(), Some("no-store"), "{path}");
+        assert_eq!(json(&text), serde_json::json!({ "error": error }), "{path}");
+    }
+    drop(p);
+}

@@ -42,7 +42,7 @@ fn fixture() -> Fixture {
     std::fs::create_dir_all(dir.path().join("outside")).unwrap();
     std::fs::write(dir.path().join("outside/x.ts"), b"outside").unwrap();
     let cfg = OriginConfig {
-        url: format!("file://{}", root.display()),
+        url: format!("file://{}", root.display()).parse().unwrap(),
         chunk_bytes: CHUNK,
         ..OriginConfig::default()
     };
@@ -512,7 +512,7 @@ async fn root_is_canonicalized_and_must_exist() {
 async fn bundled_sample_media_is_served() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sample-media");
     let cfg = OriginConfig {
-        url: format!("file://{}", root.display()),
+        url: format!("file://{}", root.display()).parse().unwrap(),
         ..OriginConfig::default()
     };
     let origin = Origin::from_config(&cfg).unwrap();

@@ -108,7 +108,7 @@ async fn start_server(tls: Option<tokio_rustls::TlsAcceptor>) -> TestServer {
 
 fn config(url: String) -> OriginConfig {
     OriginConfig {
-        url,
+        url: url.parse().unwrap(),
         ..OriginConfig::default()
     }
 }

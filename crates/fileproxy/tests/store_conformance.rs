@@ -28,7 +28,7 @@ fn s(v: &str) -> Option<String> {
 
 fn cfg(url: &str, op_timeout_ms: u64) -> StoreConfig {
     StoreConfig {
-        url: url.to_string(),
+        url: url.parse().unwrap(),
         op_timeout_ms,
         ..StoreConfig::default()
     }
@@ -756,19 +756,25 @@ async fn redis_times_out_while_frozen_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_rejects_bad_urls() {
-    for url in [
-        "memory://x",
-        "mongo://h",
-        "redis://:pw@h:1/notadb",
-        "nothing",
-    ] {
-        let Err(err) = store::open(&cfg(url, 100)).await else {
+    // Not a store URL: refused when the configuration is read (the value is parsed
+    // there, once), naming the key and never the password.
+    for url in ["memory://x", "mongo://h", "mongo://:pw@h", "nothing"] {
+        let env = [("FILEPROXY_STORE__URL".to_string(), url.to_string())];
+        let Err(err) = fileproxy::config::Config::load_with_env(None, &env) else {
             panic!("{url} accepted");
         };
         let err = err.to_string();
         assert!(err.contains("store.url"), "{url}: {err}");
         assert!(!err.contains(":pw@"), "{err}");
     }
+    // A Redis URL the client refuses: refused by `store::open`, the same way.
+    let url = "redis://:pw@h:1/notadb";
+    let Err(err) = store::open(&cfg(url, 100)).await else {
+        panic!("{url} accepted");
+    };
+    let err = err.to_string();
+    assert!(err.contains("store.url"), "{url}: {err}");
+    assert!(!err.contains(":pw@"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

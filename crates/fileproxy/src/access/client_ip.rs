@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::config::parse_net;
+use crate::config::Network;
 
 /// The networks whose `X-Forwarded-For` / `X-Real-IP` headers are believed.
 #[derive(Debug, Clone, Default)]
@@ -14,14 +14,11 @@ pub struct TrustedProxies {
 }
 
 impl TrustedProxies {
-    /// Builds the set from `server.trusted_proxies` (addresses or CIDRs; bad entries,
-    /// which config validation already rejects, are skipped).
-    pub fn new<S: AsRef<str>>(entries: &[S]) -> Self {
+    /// Builds the set from `server.trusted_proxies` (addresses or CIDRs, parsed when
+    /// the configuration was read).
+    pub fn new(entries: &[Network]) -> Self {
         Self {
-            nets: entries
-                .iter()
-                .filter_map(|e| parse_net(e.as_ref()))
-                .collect(),
+            nets: entries.iter().map(Network::net).collect(),
         }
     }
 
@@ -149,6 +146,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn nets(entries: &[&str]) -> Vec<Network> {
+        entries.iter().map(|e| e.parse().unwrap()).collect()
+    }
+
     #[test]
     fn untrusted_peer_is_never_overridden() {
         let none = TrustedProxies::default();
@@ -156,7 +157,7 @@ mod tests {
             client_ip(ip("9.9.9.9"), Some("1.2.3.4"), Some("5.6.7.8"), &none),
             ip("9.9.9.9")
         );
-        let t = TrustedProxies::new(&["10.0.0.0/8"]);
+        let t = TrustedProxies::new(&nets(&["10.0.0.0/8"]));
         assert_eq!(
             client_ip(ip("9.9.9.9"), Some("1.2.3.4"), None, &t),
             ip("9.9.9.9")
@@ -165,7 +166,7 @@ mod tests {
 
     #[test]
     fn trusted_peer_walks_xff_from_the_right_then_real_ip() {
-        let t = TrustedProxies::new(&["10.0.0.0/8", "::1"]);
+        let t = TrustedProxies::new(&nets(&["10.0.0.0/8", "::1"]));
         let p = ip("10.1.2.3");
         assert_eq!(
             client_ip(p, Some(" 1.2.3.4 , 10.1.1.1"), Some("5.6.7.8"), &t),
@@ -241,7 +242,7 @@ mod tests {
 
     #[test]
     fn every_header_line_is_read_in_order() {
-        let t = TrustedProxies::new(&["10.0.0.0/8"]);
+        let t = TrustedProxies::new(&nets(&["10.0.0.0/8"]));
         let mut h = http::HeaderMap::new();
         h.append("x-forwarded-for", "180.98.66.2".parse().unwrap());
         h.append("x-forwarded-for", "9.9.9.9, 10.0.0.5".parse().unwrap());
@@ -276,7 +277,7 @@ mod tests {
         /// the client is that appended address.
         #[test]
         fn forged_prefix_is_never_believed(forged in "[0-9a-f.:, \\[\\]]{0,60}", a in any::<u32>()) {
-            let t = TrustedProxies::new(&["10.0.0.0/8"]);
+            let t = TrustedProxies::new(&nets(&["10.0.0.0/8"]));
             let viewer = IpAddr::V4(a.into());
             prop_assume!(!t.contains(viewer));
             let chain = format!("{forged},{viewer}, 10.0.0.1");
@@ -288,7 +289,7 @@ mod tests {
             let peer = IpAddr::V4(a.into());
             let none = TrustedProxies::default();
             prop_assert_eq!(client_ip(peer, Some(&xff), Some(&real), &none), peer);
-            let all = TrustedProxies::new(&["0.0.0.0/0"]);
+            let all = TrustedProxies::new(&nets(&["0.0.0.0/0"]));
             let _ = client_ip(peer, Some(&xff), Some(&real), &all);
         }
     }

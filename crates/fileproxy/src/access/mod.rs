@@ -78,7 +78,7 @@ use ipnet::IpNet;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::config::{parse_net, AuthConfig, PlaylistLimits};
+use crate::config::{AuthConfig, Network, PlaylistLimits, Secret};
 use crate::store::{SharedStore, StoreError, Write};
 use protect_rules::ProtectRules;
 
@@ -396,7 +396,7 @@ impl Decision {
 pub struct Policy {
     store: SharedStore,
     secret: Vec<u8>,
-    whitelist_api_key: String,
+    whitelist_api_key: Secret,
     skip: SuffixSet,
     fixed: Vec<IpNet>,
     ipv6_prefixes: Vec<u8>,
@@ -436,14 +436,10 @@ impl Policy {
     pub fn new(auth: &AuthConfig, store: SharedStore) -> Self {
         Self {
             store,
-            secret: auth.secret.as_bytes().to_vec(),
+            secret: auth.secret.expose().as_bytes().to_vec(),
             whitelist_api_key: auth.whitelist_api_key.clone(),
             skip: SuffixSet::new(&auth.skip_validation_suffixes),
-            fixed: auth
-                .fixed_ip_whitelist
-                .iter()
-                .filter_map(|s| parse_net(s))
-                .collect(),
+            fixed: auth.fixed_ip_whitelist.iter().map(Network::net).collect(),
             ipv6_prefixes: auth.ipv6_prefixes.clone(),
             ttls: SessionTtls {
                 session: Duration::from_secs(auth.session_ttl_s.max(1)),
@@ -725,7 +721,11 @@ impl Policy {
             return false;
         };
         !self.whitelist_api_key.is_empty()
-            && bool::from(given.as_bytes().ct_eq(self.whitelist_api_key.as_bytes()))
+            && bool::from(
+                given
+                    .as_bytes()
+                    .ct_eq(self.whitelist_api_key.expose().as_bytes()),
+            )
     }
 
     /// `POST /api/whitelist` (SPEC §3): checks the bearer key (`Authorization` value),

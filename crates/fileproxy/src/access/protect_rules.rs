@@ -96,7 +96,7 @@ impl ProtectRules {
             static_suffixes: SuffixSet::new(&cfg.static_suffixes),
             static_suffix_list: cfg.static_suffixes.clone(),
             js_whitelist: cfg.js_whitelist,
-            js_secret: cfg.js_whitelist_secret.as_bytes().to_vec(),
+            js_secret: cfg.js_whitelist_secret.expose().as_bytes().to_vec(),
             js_ttl: Duration::from_secs(cfg.js_whitelist_ttl_s.max(1)),
             js_max_paths: cfg.js_max_paths.max(1),
             log_capacity: cfg.event_log_capacity.max(1),

@@ -385,7 +385,7 @@ async fn admission_errors() {
     }
     // With no key configured, nobody is admitted.
     let (open, _) = setup(AuthConfig {
-        whitelist_api_key: String::new(),
+        whitelist_api_key: Default::default(),
         ..auth()
     });
     assert_eq!(
@@ -670,7 +670,7 @@ async fn ipv6_admissions_by_address_and_prefix() {
 #[tokio::test]
 async fn skip_validation_fixed_ips_and_safe_key_redirect() {
     let (p, _) = setup(AuthConfig {
-        fixed_ip_whitelist: vec!["192.168.50.0/24".into()],
+        fixed_ip_whitelist: vec!["192.168.50.0/24".parse().unwrap()],
         safe_key_redirect_base: "https://keys.example/".into(),
         ..auth()
     });
@@ -762,7 +762,7 @@ fn dead_redis() -> SharedStore {
         .unwrap()
         .port();
     let cfg = StoreConfig {
-        url: format!("redis://127.0.0.1:{port}"),
+        url: format!("redis://127.0.0.1:{port}").parse().unwrap(),
         op_timeout_ms: 300,
         ..StoreConfig::default()
     };
@@ -772,7 +772,7 @@ fn dead_redis() -> SharedStore {
 #[tokio::test]
 async fn store_failure_fails_closed() {
     let a = AuthConfig {
-        fixed_ip_whitelist: vec!["10.9.9.9".into()],
+        fixed_ip_whitelist: vec!["10.9.9.9".parse().unwrap()],
         ..auth()
     };
     let p = Policy::new(&a, dead_redis());

@@ -214,7 +214,7 @@ async fn key_files_need_a_key_token_used_at_most_once() {
 #[tokio::test]
 async fn key_protection_applies_to_fixed_ips_and_redirects_and_can_be_off() {
     let mut a = auth();
-    a.fixed_ip_whitelist = vec!["10.2.0.0/16".into()];
+    a.fixed_ip_whitelist = vec!["10.2.0.0/16".parse().unwrap()];
     let (p, _) = setup_with(a.clone(), &protect());
     let key = "/media/demo/enc.key";
     let (_, body, _) = R::new("10.2.3.4", key).deny(&p).await;

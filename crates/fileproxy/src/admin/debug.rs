@@ -10,7 +10,8 @@
 //!
 //! The User-Agent is the `ua` parameter, else the request's own; `/debug/session`
 //! uses the `ip` parameter, else the caller's address, and the caller's session
-//! cookie. Bad input → `400 {"error": …}`; store unreachable → `503 {"error": …}`.
+//! cookie. Bad input → `400 {"error": …}`; store unreachable → `503 {"error": …}`
+//! (an [`AdminError`], answered by the rescue module).
 
 use std::net::IpAddr;
 
@@ -25,11 +26,15 @@ use crate::app::{App, ConnInfo};
 use crate::config::parse_net;
 use crate::response::{self, Body};
 
-use super::bad_request;
+use super::AdminError;
 use crate::request::param as query_param;
 
 /// Answers a `/debug/…` route.
-pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response<Body> {
+pub async fn handle<B>(
+    app: &App,
+    conn: &ConnInfo,
+    req: &Request<B>,
+) -> Result<Response<Body>, AdminError> {
     let ua = query_param(req, "ua").unwrap_or_else(|| {
         req.headers()
             .get(header::USER_AGENT)
@@ -72,63 +77,47 @@ pub async fn handle<B>(app: &App, conn: &ConnInfo, req: &Request<B>) -> Response
                     .explain_uid(&uid, crate::clock::unix_secs())
                     .await,
             ),
-            None => Err(Fail::Bad("missing uid".into())),
+            None => Err(AdminError::BadRequest("missing uid".into())),
         },
-        _ => Err(Fail::NotFound),
+        _ => Err(AdminError::UnknownDebugRoute),
     };
-    match result {
-        Ok(v) => response::json(StatusCode::OK, &v),
-        Err(Fail::Bad(why)) => bad_request(why),
-        Err(Fail::Store(why)) => response::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "error": format!("store: {why}") }),
-        ),
-        Err(Fail::NotFound) => response::json(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "unknown debug route; try /debug/browser, /debug/cidr, /debug/ip-whitelist, /debug/session, /debug/uid"}),
-        ),
-    }
-}
-
-/// Why a debug question could not be answered.
-#[derive(Debug)]
-enum Fail {
-    /// Bad input (`400`).
-    Bad(String),
-    /// The store could not be read (`503`).
-    Store(String),
-    /// No such debug route (`404`).
-    NotFound,
+    result.map(|v| response::json(StatusCode::OK, &v))
 }
 
 fn store_answer(
     r: Result<serde_json::Value, crate::store::StoreError>,
-) -> Result<serde_json::Value, Fail> {
-    r.map_err(|e| Fail::Store(e.to_string()))
+) -> Result<serde_json::Value, AdminError> {
+    r.map_err(|e| AdminError::DebugStore(e.to_string()))
 }
 
 /// The IP address in parameter `name` (or `default` when absent).
-fn ip_param<B>(req: &Request<B>, name: &str, default: Option<IpAddr>) -> Result<IpAddr, Fail> {
+fn ip_param<B>(
+    req: &Request<B>,
+    name: &str,
+    default: Option<IpAddr>,
+) -> Result<IpAddr, AdminError> {
     match query_param(req, name).filter(|v| !v.trim().is_empty()) {
         Some(v) => v
             .trim()
             .parse::<IpAddr>()
-            .map_err(|_| Fail::Bad(format!("{name}: {v:?} is not an IP address"))),
-        None => default.ok_or_else(|| Fail::Bad(format!("{name}: required"))),
+            .map_err(|_| AdminError::BadRequest(format!("{name}: {v:?} is not an IP address"))),
+        None => default.ok_or_else(|| AdminError::BadRequest(format!("{name}: required"))),
     }
 }
 
 /// The `path` parameter (required; a leading `/` is added when missing).
-fn path_param<B>(req: &Request<B>) -> Result<String, Fail> {
+fn path_param<B>(req: &Request<B>) -> Result<String, AdminError> {
     let p = query_param(req, "path").unwrap_or_default();
     let p = p.trim();
     if p.is_empty() {
-        return Err(Fail::Bad(
+        return Err(AdminError::BadRequest(
             "path: required, e.g. path=/vod/abc/index.m3u8".into(),
         ));
     }
     if p.chars().any(char::is_control) {
-        return Err(Fail::Bad("path: control characters are not allowed".into()));
+        return Err(AdminError::BadRequest(
+            "path: control characters are not allowed".into(),
+        ));
     }
     Ok(if p.starts_with('/') {
         p.to_string()
@@ -146,14 +135,17 @@ fn admission_network(ip: IpAddr) -> IpNet {
     .unwrap_or_else(|_| IpNet::from(ip))
 }
 
-fn cidr<B>(req: &Request<B>) -> Result<serde_json::Value, Fail> {
+fn cidr<B>(req: &Request<B>) -> Result<serde_json::Value, AdminError> {
     let ip = canonical_ip(ip_param(req, "ip", None)?);
     let raw = query_param(req, "cidr").unwrap_or_default();
     if raw.trim().is_empty() {
-        return Err(Fail::Bad("cidr: required, e.g. cidr=10.0.0.0/8".into()));
+        return Err(AdminError::BadRequest(
+            "cidr: required, e.g. cidr=10.0.0.0/8".into(),
+        ));
     }
-    let net = parse_net(&raw)
-        .ok_or_else(|| Fail::Bad(format!("cidr: {raw:?} is not an IP address or CIDR")))?;
+    let net = parse_net(&raw).ok_or_else(|| {
+        AdminError::BadRequest(format!("cidr: {raw:?} is not an IP address or CIDR"))
+    })?;
     Ok(json!({
         "ip": ip.to_string(),
         "cidr": raw.trim(),
@@ -192,9 +184,12 @@ mod tests {
             "/debug/cidr?ip=10.0.0.1",
         ] {
             let req = Request::get(uri).body(()).unwrap();
-            assert!(matches!(cidr(&req), Err(Fail::Bad(_))), "{uri}");
+            assert!(
+                matches!(cidr(&req), Err(AdminError::BadRequest(_))),
+                "{uri}"
+            );
         }
         let req = Request::get("/debug/x?path=").body(()).unwrap();
-        assert!(matches!(path_param(&req), Err(Fail::Bad(_))));
+        assert!(matches!(path_param(&req), Err(AdminError::BadRequest(_))));
     }
 }

@@ -17,6 +17,8 @@ use crate::app::App;
 use crate::origin::{FetchClass, OriginRequest};
 use crate::response::{self, Body};
 
+use super::AdminError;
+
 /// Checks the `path` parameter; `Err` carries the reason for the `400`.
 pub fn validate(path: Option<&str>) -> Result<String, &'static str> {
     let path = path.map(str::trim).unwrap_or("");
@@ -37,11 +39,9 @@ pub fn validate(path: Option<&str>) -> Result<String, &'static str> {
 }
 
 /// Answers `/probe/backend`.
-pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
-    let path = match validate(crate::request::param(req, "path").as_deref()) {
-        Ok(p) => p,
-        Err(why) => return super::bad_request(why),
-    };
+pub async fn handle<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, AdminError> {
+    let path = validate(crate::request::param(req, "path").as_deref())
+        .map_err(|why| AdminError::BadRequest(why.into()))?;
     // Encoded as the file-check API does, so both ask the origin for the same URL.
     let encoded = encode_path(&path);
     let backend_url = app.origin.describe_url(&encoded);
@@ -91,7 +91,7 @@ pub async fn handle<B>(app: &App, req: &Request<B>) -> Response<Body> {
             "elapsed_ms": elapsed_ms,
         }),
     };
-    response::json(StatusCode::OK, &body)
+    Ok(response::json(StatusCode::OK, &body))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::access::pairs::{pairs_key, parse_pairs};
@@ -23,6 +23,8 @@ use crate::app::App;
 use crate::protect::events::LogKind;
 use crate::request::query_param;
 use crate::response::{self, Body};
+
+use super::AdminError;
 
 /// Items returned when `?limit=` is absent.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -39,12 +41,6 @@ pub fn is_view_path(path: &str) -> bool {
             | "/active-transfers"
             | "/whitelist-info"
     )
-}
-
-fn no_store(mut r: Response<Body>) -> Response<Body> {
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 /// The `?limit=` of a view, clamped to `1..=cap`.
@@ -66,7 +62,7 @@ fn list_body(items: Vec<Value>, limit: usize, source: &str, cap: usize) -> Value
 }
 
 /// Answers an operator view; the caller has checked [`is_view_path`] and the admin gate.
-pub async fn route<B>(app: &App, req: &Request<B>) -> Response<Body> {
+pub async fn route<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, AdminError> {
     let query = req.uri().query().unwrap_or("");
     let events = &app.protect.events;
     let cap = events.capacity();
@@ -78,41 +74,45 @@ pub async fn route<B>(app: &App, req: &Request<B>) -> Response<Body> {
         "/api/key-access-logs" => Some(LogKind::KeyAccess),
         _ => None,
     };
-    let resp = if let Some(kind) = kind {
+    if let Some(kind) = kind {
         let (items, source) = events.list(kind, limit).await;
-        response::json(StatusCode::OK, &list_body(items, limit, source, cap))
-    } else {
-        match req.uri().path() {
-            "/api/access-logs/summary" => response::json(StatusCode::OK, &events.summary(limit)),
-            "/active-transfers" => {
-                let items = app.protect.transfers.snapshot(limit);
-                let mut body = list_body(items, limit, "memory", cap);
-                if let Some(o) = body.as_object_mut() {
-                    o.insert("active".into(), json!(app.protect.transfers.len()));
-                }
-                response::json(StatusCode::OK, &body)
+        return Ok(response::json(
+            StatusCode::OK,
+            &list_body(items, limit, source, cap),
+        ));
+    }
+    match req.uri().path() {
+        "/api/access-logs/summary" => Ok(response::json(StatusCode::OK, &events.summary(limit))),
+        "/active-transfers" => {
+            let items = app.protect.transfers.snapshot(limit);
+            let mut body = list_body(items, limit, "memory", cap);
+            if let Some(o) = body.as_object_mut() {
+                o.insert("active".into(), json!(app.protect.transfers.len()));
             }
-            "/whitelist-info" => whitelist_info(app, query, limit).await,
-            _ => response::text(StatusCode::NOT_FOUND, "Not Found"),
+            Ok(response::json(StatusCode::OK, &body))
         }
-    };
-    no_store(resp)
+        "/whitelist-info" => whitelist_info(app, query, limit).await,
+        p => Err(AdminError::NotFound {
+            path: p.to_string(),
+        }),
+    }
 }
 
 /// `/whitelist-info`: the newest admissions (from the capped admission log), each with
 /// its entry as stored now (`live: false` once expired, replaced or evicted).
-async fn whitelist_info(app: &App, query: &str, limit: usize) -> Response<Body> {
+async fn whitelist_info(
+    app: &App,
+    query: &str,
+    limit: usize,
+) -> Result<Response<Body>, AdminError> {
     let store = &app.store;
-    let unavailable = |e: crate::store::StoreError| {
-        tracing::warn!(error = %e, "whitelist-info: store unavailable");
-        response::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": "store unavailable"}),
-        )
+    let unavailable = |error| AdminError::ViewStore {
+        view: "whitelist-info",
+        error,
     };
     let raw = match store.list_range(log_keys::ADMISSIONS, limit).await {
         Ok(r) => r,
-        Err(e) => return unavailable(e),
+        Err(e) => return Err(unavailable(e)),
     };
     let mut seen = HashSet::new();
     let admissions: Vec<Value> = raw
@@ -133,7 +133,7 @@ async fn whitelist_info(app: &App, query: &str, limit: usize) -> Response<Body> 
     } else {
         match store.get_many(&keys).await {
             Ok(v) => v,
-            Err(e) => return unavailable(e),
+            Err(e) => return Err(unavailable(e)),
         }
     };
     let items: Vec<Value> = admissions
@@ -170,14 +170,14 @@ async fn whitelist_info(app: &App, query: &str, limit: usize) -> Response<Body> 
     if let Some(uid) = query_param(query, "uid").filter(|u| !u.is_empty()) {
         let pairs = match store.get(&pairs_key(&uid)).await {
             Ok(v) => v.map(|r| parse_pairs(&r)).unwrap_or_default(),
-            Err(e) => return unavailable(e),
+            Err(e) => return Err(unavailable(e)),
         };
         if let Some(o) = body.as_object_mut() {
             o.insert("uid".into(), json!(uid));
             o.insert("uid_pairs".into(), json!(pairs));
         }
     }
-    response::json(StatusCode::OK, &body)
+    Ok(response::json(StatusCode::OK, &body))
 }
 
 #[cfg(test)]

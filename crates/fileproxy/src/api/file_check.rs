@@ -16,7 +16,7 @@ use crate::access::token::encode_path;
 use crate::access::whitelist::admission_path;
 use crate::app::{App, ConnInfo};
 use crate::origin::{FetchClass, OriginError, OriginRequest};
-use crate::request::read_small_body;
+use crate::request::{read_small_body, BodyError};
 use crate::response::{self, Body};
 
 /// Most paths in one batch.
@@ -109,73 +109,94 @@ pub async fn check_path(app: &App, conn: &ConnInfo, path: &str) -> FileStatus {
     }
 }
 
-fn err(code: StatusCode, msg: &str) -> Response<Body> {
-    response::json(code, &json!({"error": msg}))
+/// Why a file check was refused; each maps to a status and `{"error": …}` (answered
+/// by the rescue module).
+#[derive(Debug, thiserror::Error)]
+pub enum FileCheckError {
+    /// Wrong or missing bearer key (403).
+    #[error("invalid or missing API key")]
+    Unauthorized,
+    /// The body could not be read (413, 400 or 408).
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The body is not a JSON object (400).
+    #[error("invalid JSON body")]
+    BadJson,
+    /// A required field is missing or empty (400).
+    #[error("missing required field: {0}")]
+    MissingField(&'static str),
+    /// `paths` is empty or longer than [`MAX_BATCH`] (400).
+    #[error("paths must hold 1 to {MAX_BATCH} entries")]
+    BatchSize,
+    /// An entry of `paths` is not a string (400).
+    #[error("paths must be strings")]
+    NotStrings,
 }
 
-/// Checks the bearer key and reads the JSON body; `Err` is the response to send.
-async fn authorized_json(
-    app: &App,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-) -> Result<Value, Response<Body>> {
+impl FileCheckError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FileCheckError::Unauthorized => StatusCode::FORBIDDEN,
+            FileCheckError::Body(e) => e.status(),
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Checks the bearer key and reads the JSON body.
+async fn authorized_json(app: &App, req: Request<Incoming>) -> Result<Value, FileCheckError> {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if !app.policy.whitelist_key_ok(auth.as_deref()) {
-        tracing::info!(peer = %conn.peer, "file check refused: API key");
-        return Err(err(StatusCode::FORBIDDEN, "invalid or missing API key"));
+        return Err(FileCheckError::Unauthorized);
     }
     let body = read_small_body(app, req).await?;
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|_| err(StatusCode::BAD_REQUEST, "invalid JSON body"))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|_| FileCheckError::BadJson)?;
     if !v.is_object() {
-        return Err(err(StatusCode::BAD_REQUEST, "invalid JSON body"));
+        return Err(FileCheckError::BadJson);
     }
     Ok(v)
 }
 
 /// `POST /api/file/check`.
-pub async fn single(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let v = match authorized_json(app, conn, req).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(path) = v
+pub async fn single(
+    app: &App,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, FileCheckError> {
+    let v = authorized_json(app, req).await?;
+    let path = v
         .get("path")
         .and_then(Value::as_str)
         .filter(|p| !p.is_empty())
-    else {
-        return err(StatusCode::BAD_REQUEST, "missing required field: path");
-    };
+        .ok_or(FileCheckError::MissingField("path"))?;
     let st = check_path(app, conn, path).await;
-    response::json(StatusCode::OK, &st.json(path))
+    Ok(response::json(StatusCode::OK, &st.json(path)))
 }
 
 /// `POST /api/file/check/batch`.
-pub async fn batch(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let v = match authorized_json(app, conn, req).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(items) = v.get("paths").and_then(Value::as_array) else {
-        return err(StatusCode::BAD_REQUEST, "missing required field: paths");
-    };
+pub async fn batch(
+    app: &App,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, FileCheckError> {
+    let v = authorized_json(app, req).await?;
+    let items = v
+        .get("paths")
+        .and_then(Value::as_array)
+        .ok_or(FileCheckError::MissingField("paths"))?;
     if items.is_empty() || items.len() > MAX_BATCH {
-        return err(
-            StatusCode::BAD_REQUEST,
-            &format!("paths must hold 1 to {MAX_BATCH} entries"),
-        );
+        return Err(FileCheckError::BatchSize);
     }
-    let Some(paths) = items
+    let paths = items
         .iter()
         .map(|p| p.as_str().map(str::to_owned))
         .collect::<Option<Vec<String>>>()
-    else {
-        return err(StatusCode::BAD_REQUEST, "paths must be strings");
-    };
+        .ok_or(FileCheckError::NotStrings)?;
     let results: Vec<(String, FileStatus)> = futures_util::stream::iter(paths)
         .map(|p| async move {
             let st = if p.is_empty() {
@@ -193,7 +214,7 @@ pub async fn batch(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
         .await;
     let exists = results.iter().filter(|(_, s)| s.exists).count();
     let errors = results.iter().filter(|(_, s)| s.error.is_some()).count();
-    response::json(
+    Ok(response::json(
         StatusCode::OK,
         &json!({
             "results": results.iter().map(|(p, s)| s.json(p)).collect::<Vec<_>>(),
@@ -202,7 +223,7 @@ pub async fn batch(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Respon
             "not_found_count": results.len() - exists - errors,
             "error_count": errors,
         }),
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! The admission APIs of the main listener: the §3 whitelist admission and the SPEC §9
 //! static-file admission, front-end (JS) admission and its check, and the origin file
-//! check. Each handler reads the request, asks the policy (or the origin), and answers
-//! JSON; switched-off features answer `404`.
+//! check, and the revocation of SPEC §13. Each handler reads the request, asks the
+//! policy (or the origin), and answers JSON; a refusal is an [`ApiError`], which the
+//! rescue module (the one place where errors become responses) answers and logs.
+//! Switched-off features answer `404`.
 //!
 //! | route | auth | |
 //! |---|---|---|
 //! | `POST /api/whitelist` `{uid, path, clientIp, UserAgent}` | bearer whitelist key | always |
-//! | `POST /api/revoke` `{uid, key_path?}` | bearer whitelist key | always (`viewer_controls`) |
+//! | `POST /api/revoke` `{uid, key_path?}` | bearer whitelist key | always (cuts transfers through `viewer_controls`) |
 //! | `POST /api/static-whitelist` `{uid, clientIp, UserAgent}` | bearer whitelist key | `protect.static_whitelist` |
 //! | `GET\|POST /api/js-whitelist` | bearer key + `{uid, jsPath}` (POST), or `?uid&js_path&expires&sign` | `protect.js_whitelist` |
 //! | `GET /api/js-whitelist/check?js_path=&uid=` | the caller's own IP + UA | `protect.js_whitelist` |
@@ -20,14 +22,17 @@ use std::sync::Arc;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::json;
 
-use crate::access::js::JsCredentials;
+use crate::access::js::{JsCredentials, JsError};
+use crate::access::revoke::RevokeError;
+use crate::access::whitelist::AdmitError;
 use crate::app::{App, ConnInfo};
 use crate::clock::unix_secs as unix_now;
 use crate::ctx::RequestCtx;
-use crate::request::{header_str, method_not_allowed, query_param, read_small_body};
+use crate::request::{header_str, query_param, read_small_body, BodyError};
 use crate::response::{self, Body};
+
+use file_check::FileCheckError;
 
 /// Whether `path` is one of this module's routes.
 pub fn is_api_path(path: &str) -> bool {
@@ -43,104 +48,158 @@ pub fn is_api_path(path: &str) -> bool {
     )
 }
 
-fn not_found() -> Response<Body> {
-    response::text(StatusCode::NOT_FOUND, "Not Found")
+/// Which of the two body-admission APIs refused (named in the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionApi {
+    /// `POST /api/whitelist` (SPEC §3).
+    Whitelist,
+    /// `POST /api/static-whitelist`.
+    Static,
 }
 
-fn status(code: u16) -> StatusCode {
-    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
+impl AdmissionApi {
+    /// The API's name in log lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdmissionApi::Whitelist => "whitelist",
+            AdmissionApi::Static => "static",
+        }
+    }
 }
+
+/// Why an admission-API request was refused; each variant keeps the typed error, and
+/// the rescue module gives it its status, JSON body and log line.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A whitelist or static-file admission refused.
+    Admission {
+        /// Which API.
+        api: AdmissionApi,
+        /// Why.
+        error: AdmitError,
+    },
+    /// A front-end (JS) admission refused.
+    Js(JsError),
+    /// The front-end admission check could not look (`{"allowed": false, "error": …}`).
+    JsCheck(JsError),
+    /// A revocation refused.
+    Revoke(RevokeError),
+    /// A file check refused.
+    FileCheck(FileCheckError),
+    /// The JSON body could not be read.
+    Body(BodyError),
+    /// The route does not take this method (`Allow` lists the ones it takes).
+    MethodNotAllowed(&'static str),
+    /// The feature behind the route is switched off.
+    NotFound,
+}
+
+impl From<BodyError> for ApiError {
+    fn from(e: BodyError) -> Self {
+        ApiError::Body(e)
+    }
+}
+
+/// The handler's answer, or why it refused.
+type ApiResult = Result<Response<Body>, ApiError>;
 
 /// Answers one of this module's routes.
-pub async fn route(app: &Arc<App>, ctx: &RequestCtx, req: Request<Incoming>) -> Response<Body> {
+pub async fn route(app: &Arc<App>, ctx: &RequestCtx, req: Request<Incoming>) -> ApiResult {
     let p = &app.config.protect;
     let conn: &ConnInfo = &ctx.conn;
+    let method = req.method().clone();
+    let only = |allowed: &[Method], allow: &'static str| {
+        if allowed.contains(&method) {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed(allow))
+        }
+    };
     match req.uri().path() {
-        "/api/whitelist" => match *req.method() {
-            Method::POST => admit(app, conn, req).await,
-            _ => method_not_allowed("POST"),
-        },
-        "/api/revoke" => match *req.method() {
-            Method::POST => crate::viewer_controls::revoke_api(app, conn, req).await,
-            _ => method_not_allowed("POST"),
-        },
-        "/api/static-whitelist" if !p.static_whitelist => not_found(),
-        "/api/js-whitelist" | "/api/js-whitelist/check" if !p.js_whitelist => not_found(),
-        "/api/file/check" | "/api/file/check/batch" if !p.file_check => not_found(),
-        "/api/static-whitelist" => match *req.method() {
-            Method::POST => static_whitelist(app, conn, req).await,
-            _ => method_not_allowed("POST"),
-        },
-        "/api/js-whitelist" => match *req.method() {
-            Method::GET | Method::POST => js_whitelist(app, ctx, req).await,
-            _ => method_not_allowed("GET, POST"),
-        },
-        "/api/js-whitelist/check" => match *req.method() {
-            Method::GET => js_check(app, ctx, &req).await,
-            _ => method_not_allowed("GET"),
-        },
-        "/api/file/check" => match *req.method() {
-            Method::POST => file_check::single(app, conn, req).await,
-            _ => method_not_allowed("POST"),
-        },
-        "/api/file/check/batch" => match *req.method() {
-            Method::POST => file_check::batch(app, conn, req).await,
-            _ => method_not_allowed("POST"),
-        },
-        _ => not_found(),
-    }
-}
-
-/// `POST /api/whitelist` (SPEC §3).
-async fn admit(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
-    let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
-    // The bearer key is checked before a byte of the body is read (SPEC §10).
-    if !app.policy.whitelist_key_ok(auth.as_deref()) {
-        let e = crate::access::whitelist::AdmitError::Unauthorized;
-        tracing::info!(peer = %conn.peer, status = e.status(), "whitelist admission refused: API key");
-        return response::json(StatusCode::FORBIDDEN, &e.body());
-    }
-    let body = match read_small_body(app, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match app.policy.admit(&body, auth.as_deref(), unix_now()).await {
-        Ok(v) => response::json(StatusCode::OK, &v),
-        Err(e) => {
-            tracing::info!(peer = %conn.peer, status = e.status(), error = %e, "whitelist admission refused");
-            response::json(status(e.status()), &e.body())
+        "/api/static-whitelist" if !p.static_whitelist => Err(ApiError::NotFound),
+        "/api/js-whitelist" | "/api/js-whitelist/check" if !p.js_whitelist => {
+            Err(ApiError::NotFound)
         }
+        "/api/file/check" | "/api/file/check/batch" if !p.file_check => Err(ApiError::NotFound),
+        "/api/whitelist" => {
+            only(&[Method::POST], "POST")?;
+            admit(app, req, AdmissionApi::Whitelist).await
+        }
+        "/api/static-whitelist" => {
+            only(&[Method::POST], "POST")?;
+            admit(app, req, AdmissionApi::Static).await
+        }
+        "/api/revoke" => {
+            only(&[Method::POST], "POST")?;
+            revoke(app, req).await
+        }
+        "/api/js-whitelist" => {
+            only(&[Method::GET, Method::POST], "GET, POST")?;
+            js_whitelist(app, ctx, req).await
+        }
+        "/api/js-whitelist/check" => {
+            only(&[Method::GET], "GET")?;
+            js_check(app, ctx, &req).await.map_err(ApiError::JsCheck)
+        }
+        "/api/file/check" => {
+            only(&[Method::POST], "POST")?;
+            file_check::single(app, conn, req)
+                .await
+                .map_err(ApiError::FileCheck)
+        }
+        "/api/file/check/batch" => {
+            only(&[Method::POST], "POST")?;
+            file_check::batch(app, conn, req)
+                .await
+                .map_err(ApiError::FileCheck)
+        }
+        _ => Err(ApiError::NotFound),
     }
 }
 
-/// `POST /api/static-whitelist`.
-async fn static_whitelist(app: &App, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+/// `POST /api/whitelist` (SPEC §3) and `POST /api/static-whitelist`.
+async fn admit(app: &App, req: Request<Incoming>, api: AdmissionApi) -> ApiResult {
+    let refused = |error| ApiError::Admission { api, error };
     let auth = header_str(req.headers(), header::AUTHORIZATION).map(str::to_owned);
     // The bearer key is checked before a byte of the body is read (SPEC §10).
     if !app.policy.whitelist_key_ok(auth.as_deref()) {
-        let e = crate::access::whitelist::AdmitError::Unauthorized;
-        tracing::info!(peer = %conn.peer, status = e.status(), "static admission refused: API key");
-        return response::json(StatusCode::FORBIDDEN, &e.body());
+        return Err(refused(AdmitError::Unauthorized));
     }
-    let body = match read_small_body(app, req).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    let body = read_small_body(app, req).await?;
+    let admitted = match api {
+        AdmissionApi::Whitelist => app.policy.admit(&body, auth.as_deref(), unix_now()).await,
+        AdmissionApi::Static => {
+            app.policy
+                .admit_static(&body, auth.as_deref(), unix_now())
+                .await
+        }
     };
-    match app
+    admitted
+        .map(|v| response::json(StatusCode::OK, &v))
+        .map_err(refused)
+}
+
+/// `POST /api/revoke` `{uid, key_path?}` (bearer whitelist key, checked before the
+/// body is read): `200 {"uid", "revoked": {"whitelist_paths", "sessions", "pairs",
+/// "js_admissions"}, "transfers_cut"}`.
+async fn revoke(app: &App, req: Request<Incoming>) -> ApiResult {
+    let auth = header_str(req.headers(), header::AUTHORIZATION);
+    if !app.policy.whitelist_key_ok(auth) {
+        return Err(ApiError::Revoke(RevokeError::Unauthorized));
+    }
+    let body = read_small_body(app, req).await?;
+    let done = app
         .policy
-        .admit_static(&body, auth.as_deref(), unix_now())
+        .revoke(&body, unix_now())
         .await
-    {
-        Ok(v) => response::json(StatusCode::OK, &v),
-        Err(e) => {
-            tracing::info!(peer = %conn.peer, status = e.status(), error = %e, "static admission refused");
-            response::json(status(e.status()), &e.body())
-        }
-    }
+        .map_err(ApiError::Revoke)?;
+    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let cut = crate::viewer_controls::cut_revoked(app, now, Some(&done.uid));
+    Ok(response::json(StatusCode::OK, &done.response(cut)))
 }
 
 /// `GET|POST /api/js-whitelist`.
-async fn js_whitelist(app: &App, ctx: &RequestCtx, req: Request<Incoming>) -> Response<Body> {
+async fn js_whitelist(app: &App, ctx: &RequestCtx, req: Request<Incoming>) -> ApiResult {
     let h = req.headers();
     let ip = ctx.client_ip;
     let ua = header_str(h, header::USER_AGENT).unwrap_or("").to_string();
@@ -149,15 +208,10 @@ async fn js_whitelist(app: &App, ctx: &RequestCtx, req: Request<Incoming>) -> Re
     let bearer = req.method() == Method::POST && auth.is_some();
     // A POST by bearer key: the key is checked before a byte of the body is read.
     if bearer && !app.policy.whitelist_key_ok(auth.as_deref()) {
-        let e = crate::access::js::JsError::Unauthorized;
-        tracing::info!(peer = %ctx.conn.peer, status = e.status(), "front-end admission refused: API key");
-        return response::json(StatusCode::FORBIDDEN, &e.body());
+        return Err(ApiError::Js(JsError::Unauthorized));
     }
     let body = if bearer {
-        match read_small_body(app, req).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        }
+        read_small_body(app, req).await?
     } else {
         bytes::Bytes::new()
     };
@@ -179,36 +233,37 @@ async fn js_whitelist(app: &App, ctx: &RequestCtx, req: Request<Incoming>) -> Re
             sign: sign.as_deref(),
         },
     };
-    match app.policy.admit_js(creds, ip, &ua, unix_now()).await {
-        Ok(v) => response::json(StatusCode::OK, &v),
-        Err(e) => {
-            tracing::info!(peer = %ctx.conn.peer, status = e.status(), error = %e, "front-end admission refused");
-            response::json(status(e.status()), &e.body())
-        }
-    }
+    let v = app
+        .policy
+        .admit_js(creds, ip, &ua, unix_now())
+        .await
+        .map_err(ApiError::Js)?;
+    Ok(response::json(StatusCode::OK, &v))
 }
 
 /// `GET /api/js-whitelist/check?js_path=&uid=`: `200` when the caller's IP and UA are
 /// admitted, `403` otherwise.
-async fn js_check(app: &App, ctx: &RequestCtx, req: &Request<Incoming>) -> Response<Body> {
+async fn js_check(
+    app: &App,
+    ctx: &RequestCtx,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, JsError> {
     let h = req.headers();
     let ip = ctx.client_ip;
     let ua = header_str(h, header::USER_AGENT).unwrap_or("");
     let query = req.uri().query().unwrap_or("");
     let js_path = query_param(query, "js_path").unwrap_or_default();
     let uid = query_param(query, "uid");
-    match app
+    let (allowed, v) = app
         .policy
         .check_js(ip, ua, &js_path, uid.as_deref(), unix_now())
-        .await
-    {
-        Ok((true, v)) => response::json(StatusCode::OK, &v),
-        Ok((false, v)) => response::json(StatusCode::FORBIDDEN, &v),
-        Err(e) => response::json(
-            status(e.status()),
-            &json!({"allowed": false, "error": e.to_string()}),
-        ),
-    }
+        .await?;
+    let status = if allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    Ok(response::json(status, &v))
 }
 
 #[cfg(test)]

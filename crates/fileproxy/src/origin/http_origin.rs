@@ -40,6 +40,7 @@ use super::{
     FetchClass, InFlightGuard, OriginBody, OriginError, OriginRequest, PoolCounters, PoolState,
 };
 use crate::config::OriginConfig;
+use crate::origin_url::OriginTarget;
 
 /// TCP keepalive probe interval on origin connections.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -73,24 +74,16 @@ pub struct HttpOrigin {
 }
 
 impl HttpOrigin {
-    /// Builds the pool for `cfg.url` (`http://host:port[/base]` or `https://…`).
+    /// Builds the pool for `cfg.url` (`http://host:port[/base]` or `https://…`, parsed
+    /// with its scheme, host and absence of credentials checked when read).
     pub fn new(cfg: &OriginConfig) -> anyhow::Result<Self> {
-        let uri: Uri = cfg
-            .url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("origin.url {:?}: {e}", cfg.url))?;
-        let scheme = uri
-            .scheme()
-            .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("origin.url {:?}: expected http or https", cfg.url))?;
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("origin.url {:?}: no host", cfg.url))?;
-        if authority.as_str().contains('@') {
-            anyhow::bail!("origin.url: credentials in the URL are not supported");
-        }
+        let OriginTarget::Http(uri) = cfg.url.target() else {
+            anyhow::bail!("origin.url {:?}: expected http or https", cfg.url.as_str());
+        };
+        let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned())
+        else {
+            anyhow::bail!("origin.url {:?}: no host", cfg.url.as_str());
+        };
         let base_path = uri.path().trim_end_matches('/').to_owned();
         let host_header = if cfg.host_header.is_empty() {
             None
@@ -561,7 +554,7 @@ mod tests {
 
     fn cfg(url: &str) -> OriginConfig {
         OriginConfig {
-            url: url.into(),
+            url: url.parse().unwrap(),
             ..OriginConfig::default()
         }
     }
@@ -609,8 +602,14 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_bad_config() {
-        assert!(HttpOrigin::new(&cfg("ftp://x")).is_err());
-        assert!(HttpOrigin::new(&cfg("http://user:pw@x")).is_err());
+        // Not an HTTP origin, or with credentials: refused when `origin.url` is read.
+        for bad in ["ftp://x", "http://user:pw@x"] {
+            assert!(
+                bad.parse::<crate::origin_url::OriginUrl>().is_err(),
+                "{bad}"
+            );
+        }
+        assert!(HttpOrigin::new(&cfg("file:///srv")).is_err());
         let mut c = cfg("http://x");
         c.host_header = "bad\nvalue".into();
         assert!(HttpOrigin::new(&c).is_err());

@@ -159,14 +159,13 @@ pub enum Origin {
 impl Origin {
     /// Builds the origin named by `cfg.url`.
     pub fn from_config(cfg: &crate::config::OriginConfig) -> anyhow::Result<Origin> {
-        match cfg.url.parse::<crate::origin_url::OriginUrl>() {
-            Ok(crate::origin_url::OriginUrl::File(root)) => {
-                Ok(Origin::File(file::FileOrigin::new(&root, cfg)?))
+        match cfg.url.target() {
+            crate::origin_url::OriginTarget::File(root) => {
+                Ok(Origin::File(file::FileOrigin::new(root, cfg)?))
             }
-            Ok(crate::origin_url::OriginUrl::Http(_)) => {
+            crate::origin_url::OriginTarget::Http(_) => {
                 Ok(Origin::Http(http_origin::HttpOrigin::new(cfg)?))
             }
-            Err(why) => anyhow::bail!("origin.url = {:?}: {why}", cfg.url),
         }
     }
 

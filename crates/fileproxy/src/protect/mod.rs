@@ -68,7 +68,7 @@ impl Protect {
                 store,
             )),
             transfers: Arc::new(Transfers::default()),
-            secret: cfg.auth.secret.as_bytes().to_vec(),
+            secret: cfg.auth.secret.expose().as_bytes().to_vec(),
             key_protection: cfg.protect.key_protection,
             max_playlist_bytes: cfg.protect.max_playlist_bytes,
             playlist_timeout: Duration::from_millis(cfg.origin.playlist_timeout_ms.max(1)),
@@ -80,7 +80,7 @@ impl Protect {
         Self {
             events: Arc::clone(&self.events),
             transfers: Arc::clone(&self.transfers),
-            secret: cfg.auth.secret.as_bytes().to_vec(),
+            secret: cfg.auth.secret.expose().as_bytes().to_vec(),
             key_protection: cfg.protect.key_protection,
             max_playlist_bytes: cfg.protect.max_playlist_bytes,
             playlist_timeout: Duration::from_millis(cfg.origin.playlist_timeout_ms.max(1)),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{redact_url, StoreConfig};
+use crate::config::StoreConfig;
 
 pub mod memory;
 pub mod redis;
@@ -213,17 +213,14 @@ const MEMORY_SWEEP_EVERY: Duration = Duration::from_secs(30);
 ///
 /// `memory://` gives a fresh [`memory::MemoryStore`] with a background sweeper.
 /// `redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://` and
-/// `redis+sentinel://` give a [`redis::RedisStore`]. A malformed URL or an unreadable `store.tls_ca_file` is an
-/// error, but an unreachable Redis is not: the store is returned anyway (a warning is
-/// logged), its operations fail with [`StoreError::Unavailable`] or
-/// [`StoreError::Timeout`] until Redis answers, and it reconnects by itself, so the
-/// server can start and report the outage on `/health`. Must run inside Tokio.
+/// `redis+sentinel://` give a [`redis::RedisStore`] (the URL was parsed when the
+/// configuration was read). An unreadable `store.tls_ca_file` is an error, but an
+/// unreachable Redis is not: the store is returned anyway (a warning is logged), its
+/// operations fail with [`StoreError::Unavailable`] or [`StoreError::Timeout`] until
+/// Redis answers, and it reconnects by itself, so the server can start and report the
+/// outage on `/health`. Must run inside Tokio.
 pub async fn open(cfg: &StoreConfig) -> anyhow::Result<SharedStore> {
-    let kind: crate::store_url::StoreUrl = cfg
-        .url
-        .parse()
-        .map_err(|why| anyhow::anyhow!("store.url = {:?}: {why}", redact_url(&cfg.url)))?;
-    match kind {
+    match cfg.url.kind() {
         crate::store_url::StoreUrl::Memory => {
             let store = Arc::new(memory::MemoryStore::new());
             store.spawn_sweeper(MEMORY_SWEEP_EVERY);

@@ -34,7 +34,8 @@ use tokio::sync::OnceCell;
 
 use super::sentinel::{SentinelConn, SentinelMaster};
 use super::{ttl_millis, MemberTouch, Store, StoreError, WindowCount, Write};
-use crate::config::{redact_url, StoreConfig};
+use crate::config::StoreConfig;
+use crate::store_url::StoreUrl;
 
 /// INCR, and give the counter its window when it has none: a counter never exists
 /// without a TTL, and the window is never extended. Returns `{count, pttl}`.
@@ -245,19 +246,13 @@ impl RedisStore {
     /// `store.tls_ca_file` without waiting for Redis (connections are made on first
     /// use and re-made after failures). Must be called inside a Tokio runtime.
     pub fn new(cfg: &StoreConfig) -> anyhow::Result<Self> {
-        let redacted_url = redact_url(&cfg.url);
+        let redacted_url = cfg.url.redacted();
         let op_timeout = Duration::from_millis(cfg.op_timeout_ms.max(1));
-        let (scheme, rest) = cfg
-            .url
-            .split_once("://")
-            .with_context(|| format!("store.url = {redacted_url:?}: missing scheme"))?;
-        let (tls, cluster) = match scheme {
-            "redis+sentinel" | "rediss+sentinel" => (false, false),
-            "redis" => (false, false),
-            "rediss" => (true, false),
-            "redis+cluster" => (false, true),
-            "rediss+cluster" => (true, true),
-            _ => anyhow::bail!("store.url = {redacted_url:?}: not a Redis URL"),
+        let rest = cfg.url.after_scheme();
+        let (tls, cluster) = match *cfg.url.kind() {
+            StoreUrl::Redis { tls, cluster } => (tls, cluster),
+            StoreUrl::Sentinel => (false, false),
+            StoreUrl::Memory => anyhow::bail!("store.url = {redacted_url:?}: not a Redis URL"),
         };
         let certs = if cfg.tls_ca_file.is_empty() {
             None
@@ -273,14 +268,14 @@ impl RedisStore {
                 root_cert: Some(pem),
             })
         };
-        let sentinel = if scheme.ends_with("+sentinel") {
-            let parsed = crate::store_url::SentinelUrl::parse(&cfg.url)
+        let sentinel = if matches!(cfg.url.kind(), StoreUrl::Sentinel) {
+            let parsed = crate::store_url::SentinelUrl::parse(cfg.url.expose())
                 .map_err(|why| anyhow::anyhow!("store.url = {redacted_url:?}: {why}"))?;
             Some(parsed)
         } else {
             None
         };
-        let mut secrets = url_secrets(&cfg.url);
+        let mut secrets = url_secrets(cfg.url.expose());
         if let Some(pw) = sentinel.as_ref().and_then(|u| u.sentinel_password.as_ref()) {
             secrets.extend(password_forms(pw));
         }
@@ -312,8 +307,8 @@ impl RedisStore {
             }))
         } else {
             let client = match certs {
-                Some(certs) => ::redis::Client::build_with_tls(cfg.url.as_str(), certs),
-                None => ::redis::Client::open(cfg.url.as_str()),
+                Some(certs) => ::redis::Client::build_with_tls(cfg.url.expose(), certs),
+                None => ::redis::Client::open(cfg.url.expose()),
             }
             .map_err(bad_url)?;
             let config = ConnectionManagerConfig::new()
@@ -704,6 +699,8 @@ mod tests {
 
     #[tokio::test]
     async fn bad_urls_rejected_without_password() {
+        // Refused by the client (the URL parses as a Redis URL) or when the
+        // configuration is read; either way the password is never in the message.
         for url in [
             "redis://:hunter2@h:1/notadb",
             "redis+cluster://:hunter2@",
@@ -712,20 +709,26 @@ mod tests {
             "redis+sentinel://h:1/m?sentinel_password=hunter2&x=1",
             "rediss+sentinel://:hunter2@h:1/m",
         ] {
-            let cfg = StoreConfig {
-                url: url.into(),
-                ..StoreConfig::default()
+            let err = match url.parse::<crate::config::StoreLocation>() {
+                Ok(loc) => {
+                    let cfg = StoreConfig {
+                        url: loc,
+                        ..StoreConfig::default()
+                    };
+                    let err = format!("{:#}", RedisStore::new(&cfg).unwrap_err());
+                    assert!(err.contains("store.url"), "{err}");
+                    err
+                }
+                Err(err) => err,
             };
-            let err = format!("{:#}", RedisStore::new(&cfg).unwrap_err());
-            assert!(!err.contains("hunter2"), "{err}");
-            assert!(err.contains("store.url"), "{err}");
+            assert!(!err.contains("hunter2"), "{url}: {err}");
         }
     }
 
     #[tokio::test]
     async fn ca_file_needs_tls() {
         let cfg = StoreConfig {
-            url: "redis://127.0.0.1:1".into(),
+            url: "redis://127.0.0.1:1".parse().unwrap(),
             tls_ca_file: "/nonexistent".into(),
             ..StoreConfig::default()
         };

@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::classify::FileClass;
 use crate::clock::{iso8601, unix_f64};
-use crate::config::TrafficConfig;
+use crate::config::{Secret, TrafficConfig};
 use crate::metrics::Metrics;
 use crate::store::SharedStore;
 use spool::Spool;
@@ -294,14 +294,13 @@ fn report_client() -> anyhow::Result<ReportClient> {
 }
 
 /// The default `worker_id`: `<hostname>:<listen port>`.
-pub fn default_worker_id(listen: &str) -> String {
+pub fn default_worker_id(listen_port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "fileproxy".into());
-    let port = listen.rsplit(':').next().unwrap_or("0");
-    format!("{host}:{port}")
+    format!("{host}:{listen_port}")
 }
 
 /// The millisecond stamp in a spooled batch name (`batch-<ms>-<report_id>.json`).
@@ -313,7 +312,7 @@ fn batch_name_ms(name: &str) -> Option<u64> {
 struct Settings {
     url: Option<Uri>,
     client: Option<ReportClient>,
-    api_key: String,
+    api_key: Secret,
     interval: Duration,
     min_bytes: u64,
     timeout: Duration,
@@ -383,16 +382,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Traffic {
-    /// Builds the accounting from `[traffic]` (`listen` names the default worker id),
+    /// Builds the accounting from `[traffic]` (the port of `server.listen` names the
+    /// default worker id),
     /// picks up spooled batches and saved figures, and starts the reporter task.
     pub async fn start(
         cfg: &TrafficConfig,
-        listen: &str,
+        listen_port: u16,
         store: SharedStore,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Traffic>> {
         let worker_id = if cfg.worker_id.is_empty() {
-            default_worker_id(listen)
+            default_worker_id(listen_port)
         } else {
             cfg.worker_id.clone()
         };
@@ -706,7 +706,7 @@ impl Traffic {
                 timeout = timeout.min(d.saturating_duration_since(Instant::now()));
             }
             match self
-                .post(client, url, &settings.api_key, body, timeout)
+                .post(client, url, settings.api_key.expose(), body, timeout)
                 .await
             {
                 Ok(()) => {

@@ -28,7 +28,7 @@ fn dead_url() -> String {
 
 async fn start(c: &TrafficConfig) -> Arc<Traffic> {
     let store: SharedStore = Arc::new(MemoryStore::new());
-    Traffic::start(c, "127.0.0.1:1", store, Arc::new(Metrics::new()))
+    Traffic::start(c, 1, store, Arc::new(Metrics::new()))
         .await
         .unwrap()
 }
@@ -187,7 +187,7 @@ async fn store_spool_when_chosen() {
     let mut c = cfg(&dead_url(), std::path::Path::new(""), 10);
     c.spool = "store".into();
     c.spool_dir = String::new();
-    let t = Traffic::start(&c, "x:1", store.clone(), Arc::new(Metrics::new()))
+    let t = Traffic::start(&c, 1, store.clone(), Arc::new(Metrics::new()))
         .await
         .unwrap();
     t.record("u", 50, FileClass::Segment, ip("10.0.0.1"), None);
@@ -204,7 +204,7 @@ async fn store_spool_when_chosen() {
         .await
         .unwrap()
         .is_some());
-    let t2 = Traffic::start(&c, "x:1", store, Arc::new(Metrics::new()))
+    let t2 = Traffic::start(&c, 1, store, Arc::new(Metrics::new()))
         .await
         .unwrap();
     assert_eq!(t2.gauges(), (1, 5, 1));
@@ -213,7 +213,7 @@ async fn store_spool_when_chosen() {
 
 #[test]
 fn default_worker_id_has_port() {
-    assert!(default_worker_id("127.0.0.1:10080").ends_with(":10080"));
+    assert!(default_worker_id(10080).ends_with(":10080"));
 }
 
 #[tokio::test]
