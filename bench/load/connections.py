@@ -217,14 +217,20 @@ access_log = "off"
     elapsed = time.monotonic() - started
     rss, hwm, cpu1 = proc_figures(proxy.pid)
     stop.set()
+    # Connections end at their next read; any still waiting after 15 s are cancelled so
+    # the figures are always written.
+    _, pending = await asyncio.wait(tasks, timeout=15)
+    for t in pending:
+        t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
     proxy.terminate()
     code = proxy.wait(timeout=30)
     settled = [s for s in samples if s[0] >= 60] if args.soak else samples
     out = {
         "conns": args.conns, "streams": args.streams, "duration_s": round(elapsed),
         "binary": args.binary, "requests": stats.requests, "bytes": stats.bytes,
-        "errors": stats.errors, "reconnects": stats.reconnects, "peak_rss_mib": round(max(peak, hwm) / (1 << 20), 1),
+        "errors": stats.errors, "reconnects": stats.reconnects, "cancelled_at_end": len(pending), "peak_rss_mib": round(max(peak, hwm) / (1 << 20), 1),
         "final_rss_mib": round(rss / (1 << 20), 1),
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / elapsed, 1),
         "rss_slope_mib_per_hour": (None if slope_mib_per_hour(settled) is None

@@ -262,6 +262,9 @@ async fn cluster_primary_killed_replica_takes_over() {
         let ip = format!("198.51.{}.10", 100 + i);
         viewers.push(watching(&p, v, &ip, &format!("u-c{i}")).await);
     }
+    // Redis replicates asynchronously: a write the replica has not received is lost
+    // with the primary (that is Redis, not FileProxy). Wait until it has everything.
+    cluster.nodes[0].wait_replicated(Duration::from_secs(10));
     cluster.nodes[0].stop();
     let started = Instant::now();
     // During the failover: every in-grace viewer keeps getting segments.
@@ -359,7 +362,7 @@ async fn sentinel_master_killed_replica_takes_over() {
         viewers.push(watching(&p, v, &ip, &format!("u-s{i}")).await);
     }
     // Everything written so far is on the replica too.
-    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].wait_replicated(Duration::from_secs(10));
     set.nodes[0].stop();
     let started = Instant::now();
     // Until a fresh viewer can be admitted and play again (store writes work), every
@@ -450,7 +453,7 @@ async fn sentinel_passwords_reach_no_log_line_or_health() {
     let (bad_status, bad_h) = health(&bad).await;
     assert_eq!(bad_status, 503, "{bad_h}");
     // A failover with passwords: the proxy logs the outage and the new master.
-    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].wait_replicated(Duration::from_secs(10));
     set.nodes[0].stop();
     let started = Instant::now();
     let mut n = 0;

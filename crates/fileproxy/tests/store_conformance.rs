@@ -941,7 +941,7 @@ async fn sentinel_store_follows_the_replica_when_the_master_is_killed() {
     let st = store::open(&cfg(&set.url(), 300)).await.unwrap();
     st.set("fo:before", "1", LONG).await.unwrap();
     // Replicated before the kill, so the promoted replica has it.
-    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].wait_replicated(Duration::from_secs(10));
     let started = std::time::Instant::now();
     set.nodes[0].stop();
     let (failed, recovered) =
@@ -966,7 +966,7 @@ async fn sentinel_store_follows_the_replica_when_the_master_freezes() {
     let mut set = sentinels(None, None);
     let st = store::open(&cfg(&set.url(), 300)).await.unwrap();
     st.set("fz:before", "1", LONG).await.unwrap();
-    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].wait_replicated(Duration::from_secs(10));
     let started = std::time::Instant::now();
     set.nodes[0].pause();
     let (failed, recovered) =
@@ -986,7 +986,7 @@ async fn sentinel_store_follows_a_manual_failover_of_a_live_master() {
     let set = sentinels(None, None);
     let st = store::open(&cfg(&set.url(), 500)).await.unwrap();
     st.set("mf:before", "1", LONG).await.unwrap();
-    set.nodes[0].cli(&["WAIT", "1", "5000"]);
+    set.nodes[0].wait_replicated(Duration::from_secs(10));
     // The old master stays up and is turned into a replica (READONLY from then on).
     assert_eq!(
         set.sentinels[0].cli(&["SENTINEL", "FAILOVER", RedisSentinels::NAME]),

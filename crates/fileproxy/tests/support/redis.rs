@@ -389,6 +389,42 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Waits until every replica of this primary has acknowledged all its writes, by
+    /// replication offsets (Redis replicates asynchronously, and `WAIT` from a fresh
+    /// client only covers that client's own writes). Panics after `limit`.
+    pub fn wait_replicated(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let info = self.cli(&["INFO", "replication"]);
+            let primary: Option<u64> = info
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("master_repl_offset:"))
+                .and_then(|v| v.trim().parse().ok());
+            let replicas: Vec<u64> = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("offset="))
+                .filter_map(|l| {
+                    l.split(',')
+                        .find_map(|kv| kv.strip_prefix("offset="))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .collect();
+            if let Some(primary) = primary {
+                if !replicas.is_empty() && replicas.iter().all(|r| *r >= primary) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replicas never caught up with the primary on {}: {info}",
+                self.port
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 fn cli_output(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run redis-cli");
     assert!(
