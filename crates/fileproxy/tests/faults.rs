@@ -43,6 +43,29 @@ async fn alive(p: &mut Proxy) -> u64 {
 }
 
 /// The value of an unlabelled counter in `/metrics`.
+/// Segments asked of the in-grace viewers during a failover, and how they were answered.
+#[derive(Default)]
+struct GraceTally {
+    asked: usize,
+    served: usize,
+    other: std::collections::BTreeMap<(u16, String), usize>,
+}
+
+impl GraceTally {
+    /// Every viewer asks for its video's first segment once.
+    async fn round(&mut self, p: &Proxy, viewers: &[Viewer], videos: &[Video]) {
+        for (v, video) in viewers.iter().zip(videos) {
+            self.asked += 1;
+            let r = v.get(p, &video.seg0).await;
+            if r.status == 200 {
+                self.served += 1;
+            } else {
+                *self.other.entry((r.status, r.text())).or_insert(0) += 1;
+            }
+        }
+    }
+}
+
 /// The Sentinel master in use, from the admin `/stats` (`/health` names no address).
 async fn store_master(p: &Proxy) -> Value {
     let stats: Value = http_client(None)
@@ -268,19 +291,9 @@ async fn cluster_primary_killed_replica_takes_over() {
     cluster.nodes[0].stop();
     let started = Instant::now();
     // During the failover: every in-grace viewer keeps getting segments.
-    let mut served = 0;
-    let mut asked = 0;
-    let mut other = std::collections::BTreeMap::new();
+    let mut tally = GraceTally::default();
     while started.elapsed() < Duration::from_secs(4) {
-        for (v, video) in viewers.iter().zip(&videos) {
-            asked += 1;
-            let r = v.get(&p, &video.seg0).await;
-            if r.status == 200 {
-                served += 1;
-            } else {
-                *other.entry((r.status, r.text())).or_insert(0) += 1;
-            }
-        }
+        tally.round(&p, &viewers, &videos).await;
     }
     cluster
         .wait_ok_except(&[0])
@@ -307,16 +320,19 @@ async fn cluster_primary_killed_replica_takes_over() {
     };
     assert_eq!(new_viewer.get(&p, &fresh.seg0).await.status, 200);
     assert_eq!(
-        served, asked,
-        "in-grace viewers failed during the failover: {other:?}"
+        tally.served, tally.asked,
+        "in-grace viewers failed during the failover: {:?}",
+        tally.other
     );
     let rss = alive(&mut p).await;
     let from_grace = metric(&p, "fileproxy_outage_grace_allowed_total").await;
     figure(
         "cluster primary killed",
         format!(
-            "in-grace segments {served}/{asked} served during failover (expected all; {from_grace} from the grace memory); \
+            "in-grace segments {}/{} served during failover (expected all; {from_grace} from the grace memory); \
              cluster ok again after {:.1} s; new viewer admitted and served without restart; alive, RSS {rss} MiB",
+            tally.served,
+            tally.asked,
             failover.as_secs_f64()
         ),
     );
@@ -367,21 +383,11 @@ async fn sentinel_master_killed_replica_takes_over() {
     let started = Instant::now();
     // Until a fresh viewer can be admitted and play again (store writes work), every
     // in-grace viewer keeps getting segments.
-    let mut served = 0;
-    let mut asked = 0;
-    let mut other = std::collections::BTreeMap::new();
+    let mut tally = GraceTally::default();
     let mut failed_writes = 0;
     let mut n = 0;
     let recovered = loop {
-        for (v, video) in viewers.iter().zip(&videos) {
-            asked += 1;
-            let r = v.get(&p, &video.seg0).await;
-            if r.status == 200 {
-                served += 1;
-            } else {
-                *other.entry((r.status, r.text())).or_insert(0) += 1;
-            }
-        }
+        tally.round(&p, &viewers, &videos).await;
         n += 1;
         let fresh = Video::put(&origin, &format!("vidsf{n}"));
         if fresh_viewer_plays(
@@ -406,8 +412,9 @@ async fn sentinel_master_killed_replica_takes_over() {
         "writes never failed: was the master really gone?"
     );
     assert_eq!(
-        served, asked,
-        "in-grace viewers failed during the failover: {other:?}"
+        tally.served, tally.asked,
+        "in-grace viewers failed during the failover: {:?}",
+        tally.other
     );
     assert_eq!(set.master_index(&[0]), Some(1), "the replica was promoted");
     let (h_status, h) = health(&p).await;
@@ -422,9 +429,11 @@ async fn sentinel_master_killed_replica_takes_over() {
     figure(
         "sentinel master killed",
         format!(
-            "in-grace segments {served}/{asked} served during failover (expected all; {from_grace} from the grace memory); \
+            "in-grace segments {}/{} served during failover (expected all; {from_grace} from the grace memory); \
              {failed_writes} admissions failed, then writes recovered {:.2} s after the kill without restart; \
-             /health names the promoted replica; alive, RSS {rss} MiB",
+             /stats names the promoted replica; alive, RSS {rss} MiB",
+            tally.served,
+            tally.asked,
             recovered.as_secs_f64()
         ),
     );
