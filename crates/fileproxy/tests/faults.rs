@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::access::{admit_raw, health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
 use support::origin::TestOrigin;
-use support::proxy::{free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
+use support::proxy::{access_lines, free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
 use support::redis::{RedisCluster, RedisSentinels, RedisServer};
 
 /// Prints one row of the fault table.
@@ -538,24 +538,6 @@ fn start_fixed(origin: &str, dir: &std::path::Path, extra: &str) -> Proxy {
     let port = free_port();
     let cfg = fixed_ip_config(port, origin, dir, extra);
     Proxy::start_with_config(&cfg, port, tempfile::tempdir().unwrap(), &[])
-}
-
-/// (target, status, bytes) of every access-log line.
-fn access_lines(dir: &std::path::Path) -> Vec<(String, u16, u64)> {
-    let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("\"GET ")?;
-            let (target, rest) = rest.split_once(' ')?;
-            let (_, after) = rest.split_once("\" ")?;
-            let mut f = after.split_whitespace();
-            Some((
-                target.to_string(),
-                f.next()?.parse().ok()?,
-                f.next()?.parse().ok()?,
-            ))
-        })
-        .collect()
 }
 
 /// Waits until the access log holds `n` lines for paths starting with `prefix`.

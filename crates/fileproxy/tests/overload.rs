@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 
 use support::access::{health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
 use support::origin::TestOrigin;
-use support::proxy::{free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
+use support::proxy::{access_lines, free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
 use support::redis::{RedisServer, SlowLink};
 
 /// Reads until the peer closes (Ok(0) or an error); returns how long that took, or
@@ -341,22 +341,6 @@ fn accounting_config(port: u16, origin: &str, dir: &std::path::Path, traffic: &s
          [traffic]\n{traffic}\n",
         dir.join("access.log").display()
     )
-}
-
-/// The status and bytes fields of each combined-format access-log line.
-fn access_lines(dir: &std::path::Path) -> Vec<(String, u16, u64)> {
-    let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("\"GET ")?;
-            let (target, rest) = rest.split_once(' ')?;
-            let (_, after) = rest.split_once("\" ")?;
-            let mut f = after.split_whitespace();
-            let status = f.next()?.parse().ok()?;
-            let bytes = f.next()?.parse().ok()?;
-            Some((target.to_string(), status, bytes))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

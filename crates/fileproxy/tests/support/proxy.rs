@@ -203,3 +203,19 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// (target, status, bytes) of every `GET` line of the combined-format `access.log` in `dir`.
+pub fn access_lines(dir: &std::path::Path) -> Vec<(String, u16, u64)> {
+    let text = std::fs::read_to_string(dir.join("access.log")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("\"GET ")?;
+            let (target, rest) = rest.split_once(' ')?;
+            let (_, after) = rest.split_once("\" ")?;
+            let mut f = after.split_whitespace();
+            let status = f.next()?.parse().ok()?;
+            let bytes = f.next()?.parse().ok()?;
+            Some((target.to_string(), status, bytes))
+        })
+        .collect()
+}
