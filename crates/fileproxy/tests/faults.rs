@@ -19,7 +19,9 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use support::access::{admit_raw, health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
+use support::access::{
+    admin_json, admit_raw, health, http_client, sign, ProxyConfig, Video, Viewer, CURL,
+};
 use support::origin::TestOrigin;
 use support::proxy::{access_lines, free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
 use support::redis::{RedisCluster, RedisSentinels, RedisServer};
@@ -68,16 +70,7 @@ impl GraceTally {
 
 /// The Sentinel master in use, from the admin `/stats` (`/health` names no address).
 async fn store_master(p: &Proxy) -> Value {
-    let stats: Value = http_client(None)
-        .get(p.url("/stats"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("stats body");
-    stats["store"]["master"].clone()
+    admin_json(p, "/stats").await["store"]["master"].clone()
 }
 
 async fn metric(p: &Proxy, name: &str) -> u64 {
@@ -848,15 +841,7 @@ async fn spool_on_a_full_filesystem() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     // Nothing lost: the figures stay in memory, and land in the spool once it has room.
-    let t: Value = client
-        .get(p.url("/traffic"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = admin_json(&p, "/traffic").await;
     let kept = t.to_string().contains("fixed_whitelist");
     assert!(kept, "traffic lost after spool failure: {t}");
     let rss = alive(&mut p).await;

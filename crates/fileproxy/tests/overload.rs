@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::access::{health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
+use support::access::{admin_json, health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
 use support::origin::TestOrigin;
 use support::proxy::{access_lines, free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
 use support::redis::{RedisServer, SlowLink};
@@ -447,15 +447,7 @@ async fn spool_defaults_to_state_directory_and_survives_restart() {
     let port = free_port();
     let cfg = accounting_config(port, &origin.url(), logs.path(), &traffic);
     let p = Proxy::start_with_config(&cfg, port, tempfile::tempdir().unwrap(), &env);
-    let t: Value = http_client(None)
-        .get(p.url("/traffic"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = admin_json(&p, "/traffic").await;
     assert!(
         t["reporting"]["spooled_batches"].as_u64() >= Some(before.len() as u64),
         "{t}"

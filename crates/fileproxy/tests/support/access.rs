@@ -369,6 +369,19 @@ pub async fn admit_raw(p: &Proxy, authorization: Option<&str>, body: &str) -> Re
 }
 
 /// `GET /health` (status, JSON).
+/// `GET path` on the admin routes with the admin token; the JSON answer.
+pub async fn admin_json(p: &Proxy, path: &str) -> Value {
+    http_client(None)
+        .get(p.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{path} body: {e}"))
+}
+
 pub async fn health(p: &Proxy) -> (u16, Value) {
     let r = Resp::read(
         http_client(None)
