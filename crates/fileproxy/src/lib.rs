@@ -33,6 +33,7 @@ pub mod reload;
 pub mod request;
 pub mod rescue;
 pub mod response;
+pub mod sealed_bytes;
 pub mod serve;
 pub mod server;
 pub mod store;

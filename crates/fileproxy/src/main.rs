@@ -132,6 +132,10 @@ fn serve(path: Option<&Path>) -> ExitCode {
         eprintln!("fileproxy: {e:#}");
         return ExitCode::from(1);
     }
+    match fileproxy::server::sockopt::raise_open_files_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-files limit"),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -237,6 +237,55 @@ async fn ranges_and_conditionals_are_answered_from_the_cached_object() {
     assert_eq!(origin.count(path), 1, "all answered from the cache");
 }
 
+/// Total `sendfile_bytes` in `/stats`.
+async fn sendfile_bytes(p: &Proxy) -> u64 {
+    json(p, "/stats").await["cache"]["sendfile_bytes"]
+        .as_u64()
+        .expect("sendfile_bytes")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_objects_go_out_by_sendfile_on_plain_http1_and_intact_over_h2() {
+    let origin = TestOrigin::start().await;
+    let n: u64 = 1_500_000;
+    let path = "/files/big.png";
+    origin.put("big.png", pattern(n));
+    let p = proxy(&origin.url(), "");
+    // The miss streams the origin's chunks as they arrive; once the fill completes, the
+    // rest of its body may already come from the sealed copy.
+    assert!(get(&p, path, &[]).await.bytes().await.unwrap() == pattern(n));
+    let before = sendfile_bytes(&p).await;
+    assert!(
+        before < n,
+        "the first chunks of a fill are sent from the heap"
+    );
+    // Hits over HTTP/1.1 on plain TCP: the body goes out by sendfile, byte-exact.
+    for _ in 0..3 {
+        assert!(get(&p, path, &[]).await.bytes().await.unwrap() == pattern(n));
+    }
+    assert_eq!(sendfile_bytes(&p).await - before, 3 * n);
+    let r = get(&p, path, &[("range", "bytes=300000-1299999")]).await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == pattern(n)[300_000..1_300_000]);
+    assert_eq!(sendfile_bytes(&p).await - before, 3 * n + 1_000_000);
+    // HTTP/2 over the same plain listener: frames of the sealed object, intact.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2 client");
+    let mut gets = Vec::new();
+    for _ in 0..4 {
+        gets.push(h2.get(p.url(path)).send());
+    }
+    for r in futures_util::future::join_all(gets).await {
+        let r = r.expect("h2 request");
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert!(r.bytes().await.unwrap() == pattern(n));
+    }
+    assert_eq!(origin.count(path), 1, "all hits");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_still_refuses_a_viewer_not_admitted_to_a_cached_object() {
     let origin = TestOrigin::start().await;

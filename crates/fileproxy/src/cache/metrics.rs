@@ -16,6 +16,8 @@ pub struct CacheMetrics {
     pub coalesced: Counter,
     /// Body bytes served to viewers out of cached objects.
     pub served_bytes: Counter,
+    /// Of `served_bytes`, those sent with `sendfile(2)` from a sealed copy (no user copy).
+    pub sendfile_bytes: Counter,
     /// Body bytes fills fetched from the origin.
     pub origin_bytes: Counter,
     /// Complete objects evicted to make room.
@@ -46,6 +48,11 @@ impl CacheMetrics {
             "cache_served_bytes",
             "Body bytes served to viewers from cached objects",
             self.served_bytes.clone(),
+        );
+        registry.register(
+            "cache_sendfile_bytes",
+            "Body bytes sent to plain-TCP viewers with sendfile from sealed cached objects (no copy through user memory)",
+            self.sendfile_bytes.clone(),
         );
         registry.register(
             "cache_origin_bytes",
@@ -79,6 +86,7 @@ impl CacheMetrics {
             "coalesced": coalesced,
             "hit_ratio": ratio,
             "served_bytes": self.served_bytes.get(),
+            "sendfile_bytes": self.sendfile_bytes.get(),
             "origin_bytes": self.origin_bytes.get(),
             "evictions": self.evictions.get(),
             "held_bytes": self.held_bytes.get(),

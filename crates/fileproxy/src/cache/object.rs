@@ -21,6 +21,9 @@ use crate::origin::OriginBody;
 
 /// Size of the pieces a complete object's chunks are joined into.
 const PIECE_BYTES: u64 = 256 * 1024;
+/// Smallest complete object copied into a sealed file for `sendfile` (smaller ones,
+/// playlists and keys, gain nothing from it and would each hold a descriptor).
+const SEAL_MIN_BYTES: u64 = 64 * 1024;
 
 /// How far a fill has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,15 +134,15 @@ impl Object {
     /// Joins the chunks of a complete, cached object into pieces of [`PIECE_BYTES`]
     /// (one copy per fill), so that a hit hands the connection a few large frames:
     /// hyper writes one body frame per `writev` (its write buffer is bounded by the
-    /// 16 KiB head limit), and the origin's reads are typically 16–64 KiB. Pieces stay
-    /// small enough that delivered bytes are counted, and a transfer can be cut, at
+    /// 16 KiB head limit), and the origin's reads are typically 16–64 KiB. Objects of
+    /// [`SEAL_MIN_BYTES`] or more are copied into a sealed file
+    /// ([`crate::sealed_bytes`]) that plain-TCP connections send with `sendfile`; when
+    /// that fails (say, out of descriptors) the pieces are heap copies as before. Pieces
+    /// stay small enough that delivered bytes are counted, and a transfer can be cut, at
     /// most a piece apart.
     pub(crate) fn compact(&self) {
         let joinable = |st: &FillState| {
-            st.end == End::Complete
-                && st.cached
-                && st.base == 0
-                && st.chunks.len() as u64 > st.buffered.div_ceil(PIECE_BYTES)
+            st.end == End::Complete && st.cached && st.base == 0 && st.generation == 0
         };
         // Copied outside the lock (the chunks of a complete object no longer change;
         // only an eviction can take them away meanwhile).
@@ -150,25 +153,10 @@ impl Object {
             }
             (st.chunks.iter().cloned().collect::<Vec<_>>(), st.buffered)
         };
-        let piece = |left: u64| BytesMut::with_capacity(left.min(PIECE_BYTES) as usize);
-        let mut pieces = VecDeque::with_capacity(size.div_ceil(PIECE_BYTES) as usize);
-        let mut left = size;
-        let mut cur = piece(left);
-        for c in &parts {
-            let mut c = &c[..];
-            while !c.is_empty() {
-                let n = c.len().min(cur.capacity() - cur.len());
-                cur.extend_from_slice(&c[..n]);
-                c = &c[n..];
-                if cur.len() == cur.capacity() {
-                    left -= cur.len() as u64;
-                    pieces.push_back(std::mem::replace(&mut cur, piece(left)).freeze());
-                }
-            }
-        }
-        if !cur.is_empty() {
-            pieces.push_back(cur.freeze());
-        }
+        let pieces = match join(&parts, size) {
+            Some(p) => p,
+            None => return,
+        };
         let mut st = self.state();
         if !joinable(&st) || st.chunks.len() != parts.len() {
             return;
@@ -284,6 +272,50 @@ impl Drop for Seat {
             self.obj.drained.notify_waiters();
         }
     }
+}
+
+/// The pieces `parts` (`size` bytes) are joined into: slices of one sealed file when
+/// the object is large enough and sealing works, else heap pieces; `None` when the
+/// parts are few enough already and not worth sealing.
+fn join(parts: &[Bytes], size: u64) -> Option<VecDeque<Bytes>> {
+    let count = size.div_ceil(PIECE_BYTES) as usize;
+    if size >= SEAL_MIN_BYTES {
+        match usize::try_from(size).map(|n| crate::sealed_bytes::seal(parts, n)) {
+            Ok(Ok(all)) => {
+                let piece = PIECE_BYTES as usize;
+                return Some(
+                    (0..count)
+                        .map(|i| all.slice(i * piece..((i + 1) * piece).min(all.len())))
+                        .collect(),
+                );
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cache object not sealed; kept on the heap"),
+            Err(_) => {}
+        }
+    }
+    if parts.len() <= count {
+        return None;
+    }
+    let piece = |left: u64| BytesMut::with_capacity(left.min(PIECE_BYTES) as usize);
+    let mut pieces = VecDeque::with_capacity(count);
+    let mut left = size;
+    let mut cur = piece(left);
+    for c in parts {
+        let mut c = &c[..];
+        while !c.is_empty() {
+            let n = c.len().min(cur.capacity() - cur.len());
+            cur.extend_from_slice(&c[..n]);
+            c = &c[n..];
+            if cur.len() == cur.capacity() {
+                left -= cur.len() as u64;
+                pieces.push_back(std::mem::replace(&mut cur, piece(left)).freeze());
+            }
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push_back(cur.freeze());
+    }
+    Some(pieces)
 }
 
 /// Frees the chunks every reader has passed (only once the object left the cache).
@@ -479,6 +511,15 @@ mod tests {
         let sizes: Vec<usize> = obj.state().chunks.iter().map(Bytes::len).collect();
         let p = PIECE_BYTES as usize;
         assert_eq!(sizes, [p, p, p - 100]);
+        let sealed = |st: &FillState| {
+            st.chunks
+                .iter()
+                .all(|c| crate::sealed_bytes::locate(c).is_some())
+        };
+        assert!(
+            sealed(&obj.state()),
+            "a large object's pieces live in a sealed file"
+        );
         let mut got = first.to_vec();
         got.extend(rest(&mut whole).await);
         assert_eq!(got, body);
@@ -503,6 +544,22 @@ mod tests {
         obj.finish(End::Complete);
         obj.compact();
         assert_eq!(obj.state().chunks.len(), 1, "joined");
+        assert!(
+            crate::sealed_bytes::locate(&obj.state().chunks[0]).is_none(),
+            "small: heap"
+        );
+        // One large chunk already: not joined, but sealed.
+        let obj = Object::new(HeaderMap::new(), None, None);
+        obj.push(Bytes::from(vec![9u8; SEAL_MIN_BYTES as usize]));
+        obj.finish(End::Complete);
+        obj.compact();
+        let st = obj.state();
+        assert_eq!(st.chunks.len(), 1);
+        assert!(
+            crate::sealed_bytes::locate(&st.chunks[0]).is_some(),
+            "sealed"
+        );
+        drop(st);
         let obj = Object::new(HeaderMap::new(), None, None);
         obj.push(Bytes::from_static(b"ab"));
         obj.push(Bytes::from_static(b"cd"));

@@ -33,6 +33,7 @@ use crate::response::Body;
 use crate::server::conn::{
     self, ConnIo, ConnState, Deadlines, GuardedBody, PerIp, Phase, Proto, TrackedExec,
 };
+use crate::server::sendfile_io::SendfileStream;
 use crate::server::sockopt;
 
 /// A bound listener, ready to serve.
@@ -211,7 +212,8 @@ impl Connection {
         let shutdown = self.shutdown.clone();
         match tls {
             None => {
-                let mut io = stream;
+                let sent = self.app.metrics.cache.sendfile_bytes.clone();
+                let mut io = SendfileStream::new(stream, sent);
                 let detected = tokio::select! {
                     r = tokio::time::timeout_at(deadline, conn::detect(&mut io)) => r,
                     _ = shutdown.cancelled() => return,

@@ -2,6 +2,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod sendfile_io;
 pub mod sockopt;
 pub mod tls;
 

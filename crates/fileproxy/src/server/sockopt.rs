@@ -25,6 +25,34 @@ pub fn bind_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListe
     TcpListener::from_std(socket.into())
 }
 
+/// Raises the soft open-files limit to the hard one (as nginx's `worker_rlimit_nofile`
+/// and Go's runtime do): every connection, origin connection and sealed cached object
+/// holds a descriptor, and a soft limit of 1,024 is far below `max_connections`.
+/// Returns the limit in force afterwards.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    // SAFETY: an all-zero `rlimit` is valid; `getrlimit` fills it.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid resource and pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The kernel refuses more than `fs.nr_open`, even under an unlimited hard limit.
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
+        .unwrap_or(1 << 20);
+    let target = lim.rlim_max.min(nr_open);
+    if lim.rlim_cur < target {
+        lim.rlim_cur = target;
+        // SAFETY: a valid resource and pointer; raising the soft limit up to the hard
+        // one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
 /// Applies `[sockets]` to an accepted connection; failures are logged, never fatal.
 pub fn tune_accepted(stream: &TcpStream, cfg: &SocketConfig) {
     if cfg.nodelay {
