@@ -150,6 +150,8 @@ def main():
     with open(cfg, "w") as f:
         f.write(
             f'[server]\nlisten = "127.0.0.1:{port}"\nshutdown_grace_s = 1\n'
+            # Every viewer is 127.0.0.1: lift the per-address connection cap (256).
+            f'max_connections_per_ip = 0\n'
             f'[origin]\nurl = "{origin_url}"\n'
             f'[auth]\nsecret = "bench-secret-0123456789"\nwhitelist_api_key = "bench-key"\n'
             f'fixed_ip_whitelist = ["127.0.0.1"]\n'

@@ -284,6 +284,9 @@ async fn cached_objects_go_out_by_sendfile_on_plain_http1_and_intact_over_h2() {
         assert!(r.bytes().await.unwrap() == pattern(n));
     }
     assert_eq!(origin.count(path), 1, "all hits");
+    // hyper's HTTP/2 hands its DATA frames' bytes to the stream as they are, too.
+    let h2_sent = sendfile_bytes(&p).await - before - (3 * n + 1_000_000);
+    assert!(h2_sent > 0 && h2_sent <= 4 * n, "{h2_sent}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
