@@ -153,9 +153,8 @@ impl Object {
             }
             (st.chunks.iter().cloned().collect::<Vec<_>>(), st.buffered)
         };
-        let pieces = match join(&parts, size) {
-            Some(p) => p,
-            None => return,
+        let Some(pieces) = join(&parts, size) else {
+            return;
         };
         let mut st = self.state();
         if !joinable(&st) || st.chunks.len() != parts.len() {
@@ -276,21 +275,23 @@ impl Drop for Seat {
 
 /// The pieces `parts` (`size` bytes) are joined into: slices of one sealed file when
 /// the object is large enough and sealing works, else heap pieces; `None` when the
-/// parts are few enough already and not worth sealing.
+/// object stays on the heap and its parts are already no more than the pieces would be.
 fn join(parts: &[Bytes], size: u64) -> Option<VecDeque<Bytes>> {
     let count = size.div_ceil(PIECE_BYTES) as usize;
-    if size >= SEAL_MIN_BYTES {
-        match usize::try_from(size).map(|n| crate::sealed_bytes::seal(parts, n)) {
-            Ok(Ok(all)) => {
+    let sealable = usize::try_from(size)
+        .ok()
+        .filter(|_| size >= SEAL_MIN_BYTES);
+    if let Some(n) = sealable {
+        match crate::sealed_bytes::seal(parts, n) {
+            Ok(all) => {
                 let piece = PIECE_BYTES as usize;
                 return Some(
                     (0..count)
-                        .map(|i| all.slice(i * piece..((i + 1) * piece).min(all.len())))
+                        .map(|i| all.slice(i * piece..((i + 1) * piece).min(n)))
                         .collect(),
                 );
             }
-            Ok(Err(e)) => tracing::debug!(error = %e, "cache object not sealed; kept on the heap"),
-            Err(_) => {}
+            Err(e) => tracing::debug!(error = %e, "cache object not sealed; kept on the heap"),
         }
     }
     if parts.len() <= count {
