@@ -238,24 +238,49 @@ async fn idle_h2_connection_gets_goaway_despite_pings() {
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
+/// Waits (10 s at most) until the proxy's open connections, asked in `/health` from
+/// address `from` (that question's own connection included), are `want`.
+async fn connections_reach(p: &Proxy, from: IpAddr, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health: serde_json::Value = http_client(Some(from))
+            .get(p.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("health json");
+        if health["server"]["connections"] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections never {want}: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_ip_cap_closes_extra_connections_of_that_address_only() {
     let origin = TestOrigin::start().await;
     let p = Proxy::start(&origin.url(), "max_connections_per_ip = 2", "");
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    // The start-up probe's connection (127.0.0.1) has ended: the cap starts from 0.
+    connections_reach(&p, other, 1).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut s = TcpStream::connect(p.addr).await.unwrap();
         s.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
         held.push(s);
     }
-    // The proxy counts a connection once it has accepted it: give a loaded machine a
-    // moment to get there (the bound under test is on the third connection below).
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Both are accepted and counted (the bound under test is on the third below).
+    connections_reach(&p, other, 3).await;
     let mut third = TcpStream::connect(p.addr).await.unwrap();
     let took = closed_within(&mut third, Duration::from_secs(2)).await;
     assert!(took.is_some(), "third connection of one address kept");
     // Another address is unaffected.
-    let other: IpAddr = "127.0.0.2".parse().unwrap();
     let r = http_client(Some(other))
         .get(p.url("/health"))
         .send()
