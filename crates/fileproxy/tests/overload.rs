@@ -17,7 +17,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::access::{admin_json, health, http_client, sign, ProxyConfig, Video, Viewer, CURL};
+use support::access::{
+    admin_json, health, health_from, http_client, sign, ProxyConfig, Video, Viewer, CURL,
+};
 use support::origin::TestOrigin;
 use support::proxy::{access_lines, free_port, Proxy, ADMIN_TOKEN, SECRET, WL_KEY};
 use support::redis::{RedisServer, SlowLink};
@@ -243,14 +245,7 @@ async fn idle_h2_connection_gets_goaway_despite_pings() {
 async fn connections_reach(p: &Proxy, from: IpAddr, want: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let health: serde_json::Value = http_client(Some(from))
-            .get(p.url("/health"))
-            .send()
-            .await
-            .expect("health")
-            .json()
-            .await
-            .expect("health json");
+        let (_, health) = health_from(p, Some(from)).await;
         if health["server"]["connections"] == want {
             return;
         }

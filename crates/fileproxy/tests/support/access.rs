@@ -383,8 +383,13 @@ pub async fn admin_json(p: &Proxy, path: &str) -> Value {
 }
 
 pub async fn health(p: &Proxy) -> (u16, Value) {
+    health_from(p, None).await
+}
+
+/// `GET /health` from local address `local` (`None`: the default): status and JSON.
+pub async fn health_from(p: &Proxy, local: Option<IpAddr>) -> (u16, Value) {
     let r = Resp::read(
-        http_client(None)
+        http_client(local)
             .get(p.url("/health"))
             .send()
             .await
