@@ -290,6 +290,45 @@ async fn cached_objects_go_out_by_sendfile_on_plain_http1_and_intact_over_h2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_just_under_a_huge_page_is_charged_its_padding_and_served_intact() {
+    // A 2,000,000-byte segment is padded to one 2 MiB huge page (the kernel's
+    // `hpage_pmd_size`), and the cache counts the padding against `max_bytes`.
+    let huge: u64 = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let origin = TestOrigin::start().await;
+    let n: u64 = 2_000_000;
+    let path = "/files/seg.png";
+    origin.put("seg.png", pattern(n));
+    let p = proxy(&origin.url(), "");
+    assert!(get(&p, path, &[]).await.bytes().await.unwrap() == pattern(n));
+    let held = json(&p, "/stats").await["cache"]["held_bytes"]
+        .as_u64()
+        .unwrap();
+    let padded = if huge > 0 && n.next_multiple_of(huge) - n <= n / 16 {
+        n.next_multiple_of(huge)
+    } else {
+        eprintln!("SKIP (padding part): no transparent huge pages on this kernel");
+        n
+    };
+    assert_eq!(held, padded, "the object and its padding are charged");
+    let before = sendfile_bytes(&p).await;
+    for _ in 0..2 {
+        assert!(get(&p, path, &[]).await.bytes().await.unwrap() == pattern(n));
+    }
+    let r = get(&p, path, &[("range", "bytes=1999990-")]).await;
+    assert_eq!(r.status(), 206);
+    assert!(r.bytes().await.unwrap() == pattern(n)[1_999_990..]);
+    assert_eq!(
+        sendfile_bytes(&p).await - before,
+        2 * n + 10,
+        "no padding byte is sent"
+    );
+    assert_eq!(origin.count(path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_still_refuses_a_viewer_not_admitted_to_a_cached_object() {
     let origin = TestOrigin::start().await;
     let v = Video::put(&origin, "cachedvid");

@@ -161,7 +161,7 @@ impl Index {
     /// Releases a removed slot's bytes and LRU entry.
     fn release(&mut self, slot: Slot) {
         if let Slot::Object { obj, tick, .. } = slot {
-            self.lru.discharge(obj.received());
+            self.lru.discharge(obj.charged());
             if let Some(t) = tick {
                 self.lru.remove(t);
             }
@@ -182,7 +182,7 @@ impl Index {
             Some(Slot::Object { obj, .. }) => {
                 obj.uncache();
                 evictions.inc();
-                obj.received()
+                obj.charged()
             }
             // Only complete objects are in the order; nothing else to free.
             _ => 0,
@@ -520,7 +520,7 @@ impl SegmentCache {
         }
         obj.finish(End::Complete);
         drop(guard);
-        obj.compact();
+        self.compact(&key, id, &obj).await;
         let mut index = self.index();
         let Index { slots, lru } = &mut *index;
         if let Some(Slot::Object { id: i, tick: t, .. }) = slots.get_mut(&key) {
@@ -529,6 +529,35 @@ impl SegmentCache {
             }
         }
         self.publish_held(&index);
+    }
+
+    /// Joins complete object `obj` of fill `id` into its final pieces off the runtime's
+    /// threads (a sealed copy is a copy and a huge-page collapse), charging the padding
+    /// of a sealed copy first when it fits and giving it back if none was made.
+    async fn compact(&self, key: &str, id: u64, obj: &Arc<Object>) {
+        let pad = obj.padding_wanted();
+        let padded = pad > 0 && {
+            let mut index = self.index();
+            let ours = matches!(index.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id);
+            let fits = ours && index.make_room(pad, self.cfg.max_bytes(), &self.metrics.evictions);
+            if fits {
+                obj.set_padding(pad);
+            }
+            self.publish_held(&index);
+            fits
+        };
+        let job = Arc::clone(obj);
+        let used = tokio::task::spawn_blocking(move || job.compact(padded))
+            .await
+            .unwrap_or(false);
+        if padded && !used {
+            let mut index = self.index();
+            if matches!(index.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id) {
+                index.lru.discharge(pad);
+                obj.set_padding(0);
+            }
+            self.publish_held(&index);
+        }
     }
 
     /// Charges `n` more bytes to fill `id`, evicting least recently used complete

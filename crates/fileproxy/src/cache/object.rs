@@ -47,6 +47,9 @@ struct FillState {
     received: u64,
     /// Bytes in `chunks`.
     buffered: u64,
+    /// Bytes charged to the cache past `received`: the padding of a sealed copy
+    /// rounded up to a huge page ([`crate::sealed_bytes::padding`]).
+    padding: u64,
     /// Fill progress.
     end: End,
     /// Still in the cache index. Once not, chunks every reader has passed are freed.
@@ -92,6 +95,7 @@ impl Object {
                 base: 0,
                 received: 0,
                 buffered: 0,
+                padding: 0,
                 end: End::Filling,
                 cached: true,
                 cursors: HashMap::new(),
@@ -140,7 +144,10 @@ impl Object {
     /// that fails (say, out of descriptors) the pieces are heap copies as before. Pieces
     /// stay small enough that delivered bytes are counted, and a transfer can be cut, at
     /// most a piece apart.
-    pub(crate) fn compact(&self) {
+    ///
+    /// `padded` says the cache has charged [`Object::padding_wanted`] for this object
+    /// ([`Object::set_padding`]); returns whether a padded sealed copy was made.
+    pub(crate) fn compact(&self, padded: bool) -> bool {
         let joinable = |st: &FillState| {
             st.end == End::Complete && st.cached && st.base == 0 && st.generation == 0
         };
@@ -149,22 +156,44 @@ impl Object {
         let (parts, size) = {
             let st = self.state();
             if !joinable(&st) {
-                return;
+                return false;
             }
             (st.chunks.iter().cloned().collect::<Vec<_>>(), st.buffered)
         };
-        let Some(pieces) = join(&parts, size) else {
-            return;
+        let Some((pieces, sealed)) = join(&parts, size, padded) else {
+            return false;
         };
         let mut st = self.state();
         if !joinable(&st) || st.chunks.len() != parts.len() {
-            return;
+            return false;
         }
         st.chunks = pieces;
         st.generation += 1;
         for cursor in st.cursors.values_mut() {
             *cursor = 0;
         }
+        padded && sealed
+    }
+
+    /// The padding a sealed copy of this complete object would take
+    /// ([`crate::sealed_bytes::padding`]); 0 for objects that are not sealed.
+    pub(crate) fn padding_wanted(&self) -> u64 {
+        let size = self.state().buffered;
+        match usize::try_from(size) {
+            Ok(n) if size >= SEAL_MIN_BYTES => crate::sealed_bytes::padding(n) as u64,
+            _ => 0,
+        }
+    }
+
+    /// Records the padding bytes the cache has charged for this object.
+    pub(crate) fn set_padding(&self, n: u64) {
+        self.state().padding = n;
+    }
+
+    /// Bytes charged to the cache for this object: received plus padding.
+    pub(crate) fn charged(&self) -> u64 {
+        let st = self.state();
+        st.received + st.padding
     }
 
     /// How the fill stands.
@@ -273,23 +302,25 @@ impl Drop for Seat {
     }
 }
 
-/// The pieces `parts` (`size` bytes) are joined into: slices of one sealed file when
-/// the object is large enough and sealing works, else heap pieces; `None` when the
-/// object stays on the heap and its parts are already no more than the pieces would be.
-fn join(parts: &[Bytes], size: u64) -> Option<VecDeque<Bytes>> {
+/// The pieces `parts` (`size` bytes) are joined into, and whether they are sealed:
+/// slices of one sealed file (`padded` to a huge page if asked) when the object is
+/// large enough and sealing works, else heap pieces; `None` when the object stays on
+/// the heap and its parts are already no more than the pieces would be.
+fn join(parts: &[Bytes], size: u64, padded: bool) -> Option<(VecDeque<Bytes>, bool)> {
     let count = size.div_ceil(PIECE_BYTES) as usize;
     let sealable = usize::try_from(size)
         .ok()
         .filter(|_| size >= SEAL_MIN_BYTES);
     if let Some(n) = sealable {
-        match crate::sealed_bytes::seal(parts, n) {
+        match crate::sealed_bytes::seal(parts, n, padded) {
             Ok(all) => {
                 let piece = PIECE_BYTES as usize;
-                return Some(
+                return Some((
                     (0..count)
                         .map(|i| all.slice(i * piece..((i + 1) * piece).min(n)))
                         .collect(),
-                );
+                    true,
+                ));
             }
             Err(e) => tracing::debug!(error = %e, "cache object not sealed; kept on the heap"),
         }
@@ -316,7 +347,7 @@ fn join(parts: &[Bytes], size: u64) -> Option<VecDeque<Bytes>> {
     if !cur.is_empty() {
         pieces.push_back(cur.freeze());
     }
-    Some(pieces)
+    Some((pieces, false))
 }
 
 /// Frees the chunks every reader has passed (only once the object left the cache).
@@ -508,7 +539,7 @@ mod tests {
         let first = whole.next().await.expect("piece").expect("ok");
         assert_eq!(first.len(), 1000);
         let mut ranged = obj.reader(None, 1500, Some(300_000));
-        obj.compact();
+        obj.compact(false);
         let sizes: Vec<usize> = obj.state().chunks.iter().map(Bytes::len).collect();
         let p = PIECE_BYTES as usize;
         assert_eq!(sizes, [p, p, p - 100]);
@@ -531,7 +562,7 @@ mod tests {
         assert_eq!(piece.len(), p);
         assert_eq!(rest(&mut late).await, &body[p..]);
         // Already joined: nothing to do.
-        obj.compact();
+        obj.compact(false);
         assert_eq!(obj.state().generation, 1);
     }
 
@@ -540,10 +571,10 @@ mod tests {
         let obj = Object::new(HeaderMap::new(), None, None);
         obj.push(Bytes::from_static(b"ab"));
         obj.push(Bytes::from_static(b"cd"));
-        obj.compact();
+        obj.compact(false);
         assert_eq!(obj.state().chunks.len(), 2, "still filling");
         obj.finish(End::Complete);
-        obj.compact();
+        obj.compact(false);
         assert_eq!(obj.state().chunks.len(), 1, "joined");
         assert!(
             crate::sealed_bytes::locate(&obj.state().chunks[0]).is_none(),
@@ -553,7 +584,7 @@ mod tests {
         let obj = Object::new(HeaderMap::new(), None, None);
         obj.push(Bytes::from(vec![9u8; SEAL_MIN_BYTES as usize]));
         obj.finish(End::Complete);
-        obj.compact();
+        obj.compact(false);
         let st = obj.state();
         assert_eq!(st.chunks.len(), 1);
         assert!(
@@ -567,7 +598,7 @@ mod tests {
         assert_eq!(obj.state().chunks.len(), 2, "still filling");
         obj.finish(End::Complete);
         obj.uncache();
-        obj.compact();
+        obj.compact(false);
         assert_eq!(obj.state().chunks.len(), 0, "uncached: trimmed, not joined");
     }
 }

@@ -182,7 +182,7 @@ mod tests {
     #[tokio::test]
     async fn sealed_slices_go_out_by_sendfile_between_heap_slices_in_order() {
         let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let sealed = sealed_bytes::seal(&[Bytes::from(body.clone())], body.len()).unwrap();
+        let sealed = sealed_bytes::seal(&[Bytes::from(body.clone())], body.len(), false).unwrap();
         let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\ncontent-length: 999\r\n\r\n");
         let piece = sealed.slice(1_000..2_500_000);
         let tail = Bytes::from_static(b"\r\n0\r\n\r\n");
