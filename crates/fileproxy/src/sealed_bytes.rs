@@ -184,7 +184,6 @@ pub fn seal(parts: &[Bytes], len: usize, padded: bool) -> io::Result<Bytes> {
 /// when given (a huge page can only be mapped, and collapsed, where the address and the
 /// file offset agree on it).
 fn map_read_only(fd: RawFd, map_len: usize, align: Option<usize>) -> io::Result<NonNull<u8>> {
-    let shared = libc::PROT_READ;
     let ptr = match align {
         None => {
             // SAFETY: a fresh read-only shared mapping of a file at least `map_len` long
@@ -193,7 +192,7 @@ fn map_read_only(fd: RawFd, map_len: usize, align: Option<usize>) -> io::Result<
                 libc::mmap(
                     std::ptr::null_mut(),
                     map_len,
-                    shared,
+                    libc::PROT_READ,
                     libc::MAP_SHARED,
                     fd,
                     0,
@@ -223,7 +222,7 @@ fn map_read_only(fd: RawFd, map_len: usize, align: Option<usize>) -> io::Result<
                 libc::mmap(
                     start as *mut libc::c_void,
                     map_len,
-                    shared,
+                    libc::PROT_READ,
                     libc::MAP_SHARED | libc::MAP_FIXED,
                     fd,
                     0,

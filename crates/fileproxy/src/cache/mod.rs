@@ -145,6 +145,11 @@ struct Index {
 }
 
 impl Index {
+    /// Whether `key` still holds the object of fill `id`.
+    fn holds(&self, key: &str, id: u64) -> bool {
+        matches!(self.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id)
+    }
+
     /// Removes `key` if it still holds fill `id`, releasing its bytes.
     fn remove_fill(&mut self, key: &str, id: u64) {
         let ours = match self.slots.get(key) {
@@ -538,8 +543,8 @@ impl SegmentCache {
         let pad = obj.padding_wanted();
         let padded = pad > 0 && {
             let mut index = self.index();
-            let ours = matches!(index.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id);
-            let fits = ours && index.make_room(pad, self.cfg.max_bytes(), &self.metrics.evictions);
+            let fits = index.holds(key, id)
+                && index.make_room(pad, self.cfg.max_bytes(), &self.metrics.evictions);
             if fits {
                 obj.set_padding(pad);
             }
@@ -552,7 +557,7 @@ impl SegmentCache {
             .unwrap_or(false);
         if padded && !used {
             let mut index = self.index();
-            if matches!(index.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id) {
+            if index.holds(key, id) {
                 index.lru.discharge(pad);
                 obj.set_padding(0);
             }
@@ -564,7 +569,7 @@ impl SegmentCache {
     /// objects to make room; `false` when only fills are left and it does not fit.
     fn reserve(&self, key: &str, id: u64, n: u64) -> bool {
         let mut index = self.index();
-        if !matches!(index.slots.get(key), Some(Slot::Object { id: i, .. }) if *i == id) {
+        if !index.holds(key, id) {
             return false;
         }
         let fits = index.make_room(n, self.cfg.max_bytes(), &self.metrics.evictions);
