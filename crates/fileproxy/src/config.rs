@@ -650,6 +650,10 @@ impl ProtectConfig {
 pub struct SocketConfig {
     /// Congestion control algorithm (`bbr`, `cubic`, …; empty = system default).
     pub congestion_control: String,
+    /// `congestion_control` is set only on connections whose handshake RTT is at least
+    /// this many microseconds; nearer peers (a load balancer, the same LAN) keep the
+    /// system default. 0 = every connection.
+    pub congestion_control_min_rtt_us: u32,
     /// SO_SNDBUF in bytes (0 = kernel autotuning).
     pub send_buffer_bytes: usize,
     /// SO_RCVBUF in bytes (0 = kernel autotuning).
@@ -664,6 +668,7 @@ impl Default for SocketConfig {
     fn default() -> Self {
         Self {
             congestion_control: "bbr".into(),
+            congestion_control_min_rtt_us: 1000,
             send_buffer_bytes: 0,
             recv_buffer_bytes: 0,
             nodelay: true,

@@ -353,6 +353,92 @@ async fn metrics_negotiate_text_004_and_openmetrics_and_both_parse() {
         .any(|f| f.0 == "fileproxy_build" && f.1 == "info"));
 }
 
+/// The congestion control algorithm `ss` reports for the proxy's end of the connection
+/// whose client port is `client_port`.
+fn server_side_congestion_control(p: &Proxy, client_port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-Htin", "state", "established"])
+        .arg(format!(
+            "( sport = :{} and dport = :{client_port} )",
+            p.addr.port()
+        ))
+        .output()
+        .expect("ss (iproute2; .ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let known = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .unwrap_or_default();
+    text.split_whitespace()
+        .find(|w| known.split_whitespace().any(|k| k == *w))
+        .unwrap_or_else(|| panic!("no algorithm in `ss` output: {text:?}"))
+        .to_string()
+}
+
+/// One request on a fresh connection; returns the connection (kept open) and the
+/// algorithm the proxy's end of it uses.
+async fn connection_algorithm(p: &Proxy) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(c.read(&mut buf).await.unwrap() > 0);
+    let port = c.local_addr().unwrap().port();
+    let algorithm = server_side_congestion_control(p, port);
+    (c, algorithm)
+}
+
+async fn congestion_counts(p: &Proxy) -> (f64, f64) {
+    let (_, text) = metrics_text(p, None).await;
+    let count = |applied: &str| {
+        let line =
+            format!("fileproxy_connections_congestion_control_total{{applied=\"{applied}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {line:?} in /metrics"))
+    };
+    (count("configured"), count("system_default"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_viewers_keep_the_system_congestion_control_and_far_ones_get_the_configured_one() {
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap()
+        .trim()
+        .to_string();
+    let configured = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .unwrap()
+        .split_whitespace()
+        .find(|a| *a != system)
+        .expect("a second congestion control algorithm (reno is built in)")
+        .to_string();
+    let origin = TestOrigin::start().await;
+
+    // Default threshold (1 ms): a loopback peer is near and keeps the system default.
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail(&format!(
+            "[sockets]\ncongestion_control = \"{configured}\"\n"
+        ))
+        .start(&origin.url());
+    let (_c, algorithm) = connection_algorithm(&p).await;
+    assert_eq!(algorithm, system);
+    let (conf, sys) = congestion_counts(&p).await;
+    assert_eq!(conf, 0.0);
+    assert!(sys >= 1.0, "{sys}");
+
+    // A threshold of 1 µs: every measured path reaches it, so the algorithm is set.
+    let p = ProxyConfig::trusting_loopback("memory://")
+        .tail(&format!(
+            "[sockets]\ncongestion_control = \"{configured}\"\ncongestion_control_min_rtt_us = 1\n"
+        ))
+        .start(&origin.url());
+    let (_c, algorithm) = connection_algorithm(&p).await;
+    assert_eq!(algorithm, configured);
+    let (conf, _) = congestion_counts(&p).await;
+    assert!(conf >= 1.0, "{conf}");
+}
+
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(repo_root().join("examples/fileproxy.service"))

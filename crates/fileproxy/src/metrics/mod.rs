@@ -298,6 +298,11 @@ pub struct Metrics {
     pub overload: crate::overload::OverloadMetrics,
     /// The segment cache's figures (SPEC §12).
     pub cache: crate::cache::CacheMetrics,
+    /// Viewer connections `sockets.congestion_control` was set on.
+    pub congestion_configured: Counter,
+    /// Viewer connections left at the system's congestion control (a near peer, none
+    /// configured, or the algorithm not available).
+    pub congestion_system_default: Counter,
     /// `SIGHUP` reloads that took effect.
     pub config_reloads_ok: Counter,
     /// `SIGHUP` reloads refused (the file did not load or validate; nothing changed).
@@ -455,6 +460,18 @@ impl Metrics {
         let overload = crate::overload::OverloadMetrics::register(&mut registry);
         let cache = crate::cache::CacheMetrics::default();
         cache.register(&mut registry);
+        let congestion_f = Family::<Label, Counter>::default();
+        let congestion_configured = congestion_f
+            .get_or_create(&[("applied", "configured")])
+            .clone();
+        let congestion_system_default = congestion_f
+            .get_or_create(&[("applied", "system_default")])
+            .clone();
+        registry.register(
+            "connections_congestion_control",
+            "Viewer connections by the congestion control they got: configured (sockets.congestion_control) or system_default (a peer nearer than sockets.congestion_control_min_rtt_us, none configured, or not available)",
+            congestion_f,
+        );
         let reloads_f = Family::<Label, Counter>::default();
         let config_reloads_ok = reloads_f.get_or_create(&[("result", "ok")]).clone();
         let config_reloads_failed = reloads_f.get_or_create(&[("result", "failed")]).clone();
@@ -486,6 +503,8 @@ impl Metrics {
             access_log_dropped,
             overload,
             cache,
+            congestion_configured,
+            congestion_system_default,
             config_reloads_ok,
             config_reloads_failed,
         }

@@ -149,7 +149,10 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        sockopt::tune_accepted(&stream, &app.config.sockets);
+        match sockopt::tune_accepted(&stream, &app.config.sockets) {
+            sockopt::Congestion::Configured => app.metrics.congestion_configured.inc(),
+            sockopt::Congestion::SystemDefault => app.metrics.congestion_system_default.inc(),
+        };
         let conn = ConnInfo {
             peer,
             surface,
