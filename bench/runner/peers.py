@@ -71,7 +71,8 @@ def start_peer(name, topo, rundir, keys, args):
     if kind == "fileproxy":
         conf = render(spec["config"], os.path.join(rundir, f"{name}.toml"), peer_listen=topo.peer_listen,
                       origin_url=f"http://{topo.origin_hostport}", redis_hostport=f"127.0.0.1:{REDIS_PORT}",
-                      secret=keys["secret"], api_key=keys["api_key"], fp_cc=args.fileproxy_cc)
+                      secret=keys["secret"], api_key=keys["api_key"], fp_cc=args.fileproxy_cc,
+                      fp_cc_min_rtt_us=args.fileproxy_cc_min_rtt_us)
         p = Proc(name, [args.fileproxy_bin, "serve", "--config", conf], ns=topo.srv_ns, logdir=rundir)
         probe = f"{base}/health"
     elif kind == "gunicorn":

@@ -144,6 +144,11 @@ def summarize(peer, runs):
     redis_cpu = col(lambda r: r["usage"]["cpu_s"].get("redis"))
     s["redis_cpu_per_1k"] = med([c / r["media_ok"] * 1000 if c is not None and r["media_ok"] else None
                                  for c, r in zip(redis_cpu, good)])
+    # Every sampled process (peer, origin, Redis, load generator, link emulator): on loopback the
+    # receiving side's kernel work runs in whichever process is on the CPU when a packet arrives,
+    # so the split between peer and load generator moves with scheduling; the sum does not.
+    s["all_cpu_per_1k"] = med([sum(r["usage"]["cpu_s"].values()) / r["media_ok"] * 1000 if r["media_ok"] else None
+                               for r in good])
     s["peer_cpu_pct"] = med([c / r["usage"]["wall_s"] * 100 if c is not None else None for c, r in zip(peer_cpu, good)])
     s["rss_mib"] = med(col(lambda r: r["usage"]["peak_rss_kb"].get("peer", 0) / 1024 if "peer" in r["usage"]["peak_rss_kb"] else None))
     s["pss_mib"] = med(col(lambda r: r["usage"]["peak_pss_kb"].get("peer", 0) / 1024 if "peer" in r["usage"]["peak_pss_kb"] else None))
@@ -221,7 +226,9 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     L.append(f"- **Command**: `{cmdline}`")
     L.append(f"- **Link**: {topo_desc}")
     L.append(f"- **Server-side congestion control**: {args.cc} on every route of the server namespace; "
-             f"FileProxy sets `sockets.congestion_control = \"{args.fileproxy_cc}\"` on its own sockets")
+             f"FileProxy sets `sockets.congestion_control = \"{args.fileproxy_cc}\"` on its own sockets whose "
+             f"handshake RTT is at least `congestion_control_min_rtt_us = {args.fileproxy_cc_min_rtt_us}` µs "
+             f"(nearer ones keep the route's)")
     if wrk:
         L.append(f"- **Load**: wrk, 2 threads, {scn['connections']} keep-alive connections, {scn['duration_s']} s, "
                  f"rotating over the `{scn['rendition']}` segments of 3 videos")
@@ -240,8 +247,8 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     L.append("")
     if wrk:
         L.append("| peer | req/s | goodput Mbit/s | latency P50 / P95 / P99 ms | errors | peak RSS MiB (PSS) | "
-                 "peer CPU s / 1k req | origin conns / req | load-gen CPU % | host busy % |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+                 "peer CPU s / 1k req | all CPU s / 1k req | origin conns / req | load-gen CPU % | host busy % |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     else:
         L.append("| peer | req/s | goodput Mbit/s | segment TTFB P50 / P95 / P99 ms | segment total P50 / P95 / P99 ms "
                  "| playlist P50 / P99 ms | errors | peak RSS MiB (PSS) | peer CPU s / 1k req (+redis) "
@@ -249,7 +256,7 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for s in summaries:
         if "rps" not in s:
-            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (9 if wrk else 12))
+            L.append(f"| {s['peer']} | FAILED: {'; '.join(' '.join(x.split())[:160] for x in s['failures'])} |" + " |" * (10 if wrk else 12))
             continue
         errs = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items())) or "0"
         if s["failed_runs"]:
@@ -264,7 +271,8 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         if wrk:
             mark = " ‡" if s.get("loadgen_saturated") else ""
             L.append(f"| {s['peer']}{mark} | {fmt_spread(s['rps'])} | {fmt_spread(s['goodput'])} | {lat} | {errs} | {rss} "
-                     f"| {cpu} | {fmt(s['origin_conns'])} / {fmt(s['origin_requests'])} | {fmt(s['loadgen_cpu_pct'])} | {fmt(s['host_busy_pct'])} |")
+                     f"| {cpu} | {fmt(s['all_cpu_per_1k'], 2)} | {fmt(s['origin_conns'])} / {fmt(s['origin_requests'])} "
+                     f"| {fmt(s['loadgen_cpu_pct'])} | {fmt(s['host_busy_pct'])} |")
         else:
             ttfb = " / ".join(fmt(x) for x in s["ttfb_ms"])
             pl = " / ".join(fmt(x) for x in s["playlist_ms"])
@@ -279,7 +287,11 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              "**errors** = every failed request of the run by kind (`kind:cause`, `http_NNN` = status); "
              "**peak RSS** = highest sum of RSS over the peer's processes (PSS in brackets: shared pages counted "
              "once); **CPU s / 1k req** = CPU seconds of the peer's processes (utime+stime from /proc) per 1000 "
-             "completed media requests over the whole run, Redis's own CPU in brackets; **origin conns / req** = TCP "
+             "completed media requests over the whole run, Redis's own CPU in brackets; "
+             + ("**all CPU s / 1k req** = the same for every process the run started (peer, origin, Redis, load "
+                "generator) together: on loopback the kernel's work of receiving a packet is charged to whichever "
+                "process is on the CPU when it arrives, the sender or the reader, so the peer's share moves with "
+                "scheduling while the sum does not; " if wrk else "") + "**origin conns / req** = TCP "
              "connections the origin accepted / requests it answered during the run (nginx stub_status); "
              "**viewer conns** = TCP connections "
              "the viewers opened (one per viewer unless the peer closed a keep-alive connection); **load-gen CPU %** = the "
