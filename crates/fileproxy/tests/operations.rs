@@ -415,12 +415,16 @@ async fn near_viewers_keep_the_system_congestion_control_and_far_ones_get_the_co
         .to_string();
     let origin = TestOrigin::start().await;
 
+    let start = |extra: &str| {
+        ProxyConfig::trusting_loopback("memory://")
+            .tail(&format!(
+                "[sockets]\ncongestion_control = \"{configured}\"\n{extra}"
+            ))
+            .start(&origin.url())
+    };
+
     // Default threshold (1 ms): a loopback peer is near and keeps the system default.
-    let p = ProxyConfig::trusting_loopback("memory://")
-        .tail(&format!(
-            "[sockets]\ncongestion_control = \"{configured}\"\n"
-        ))
-        .start(&origin.url());
+    let p = start("");
     let (_c, algorithm) = connection_algorithm(&p).await;
     assert_eq!(algorithm, system);
     let (conf, sys) = congestion_counts(&p).await;
@@ -428,11 +432,7 @@ async fn near_viewers_keep_the_system_congestion_control_and_far_ones_get_the_co
     assert!(sys >= 1.0, "{sys}");
 
     // A threshold of 1 µs: every measured path reaches it, so the algorithm is set.
-    let p = ProxyConfig::trusting_loopback("memory://")
-        .tail(&format!(
-            "[sockets]\ncongestion_control = \"{configured}\"\ncongestion_control_min_rtt_us = 1\n"
-        ))
-        .start(&origin.url());
+    let p = start("congestion_control_min_rtt_us = 1\n");
     let (_c, algorithm) = connection_algorithm(&p).await;
     assert_eq!(algorithm, configured);
     let (conf, _) = congestion_counts(&p).await;

@@ -171,12 +171,18 @@ pub fn congestion_control_of(stream: &TcpStream) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The server end of a fresh loopback connection, and its client end.
+    async fn accepted() -> (TcpStream, TcpStream) {
+        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (listener.accept().await.unwrap().0, client)
+    }
+
     #[tokio::test]
     async fn sets_requested_congestion_control_or_keeps_default() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, _client) = accepted().await;
         let before = congestion_control_of(&server).unwrap();
         let available =
             std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
@@ -215,12 +221,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_algorithm_is_set_only_where_the_handshake_rtt_reaches_the_threshold() {
-        let listener = bind_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _near_client = TcpStream::connect(addr).await.unwrap();
-        let (near, _) = listener.accept().await.unwrap();
-        let _far_client = TcpStream::connect(addr).await.unwrap();
-        let (far, _) = listener.accept().await.unwrap();
+        let (near, _near_client) = accepted().await;
+        let (far, _far_client) = accepted().await;
         let default = congestion_control_of(&near).unwrap();
         let Some(algorithm) = other_than(&default) else {
             panic!("the kernel offers only {default:?}: nothing to tell the cases apart");
