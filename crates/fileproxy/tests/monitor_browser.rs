@@ -4,8 +4,10 @@
 //! updating from `/stats`, and saves a screenshot to `bench/results/tmp/monitor.png`.
 //!
 //! Needs `node` and Chromium (`apt-get install -y chromium nodejs npm`); without them
-//! the test prints why and skips. `npm ci` in `tests/browser` is run when its
-//! `node_modules` is missing.
+//! the test prints why on the terminal (past the test harness's capture, so the skip
+//! shows in the run's output) and skips, or fails when `FILEPROXY_REQUIRE_BROWSER=1`
+//! (as `.ci/run` sets). `npm ci` in `tests/browser` is run when its `node_modules` is
+//! missing.
 
 mod support;
 
@@ -36,20 +38,28 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
+/// Reports a missing tool: a failure when `FILEPROXY_REQUIRE_BROWSER=1`, else a line
+/// written straight to stderr (libtest captures only `eprintln!`), so it is seen.
+fn skip(why: &str) {
+    let line = format!("SKIPPED monitor_page_draws_live_charts: {why}");
+    if std::env::var_os("FILEPROXY_REQUIRE_BROWSER").is_some_and(|v| v == "1") {
+        panic!("{line} (FILEPROXY_REQUIRE_BROWSER=1)");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_page_draws_live_charts() {
     let Some(chromium) = chromium() else {
-        eprintln!(
-            "SKIPPED monitor_page_draws_live_charts: Chromium not found at /usr/bin/chromium \
-             (or $CHROMIUM); install it with `apt-get install -y chromium`"
+        skip(
+            "Chromium not found at /usr/bin/chromium (or $CHROMIUM); install it with \
+             `apt-get install -y chromium`",
         );
         return;
     };
     if !has_node() {
-        eprintln!(
-            "SKIPPED monitor_page_draws_live_charts: `node` not found; install it with \
-             `apt-get install -y nodejs npm`"
-        );
+        skip("`node` not found; install it with `apt-get install -y nodejs npm`");
         return;
     }
     let dir = browser_dir();
