@@ -381,4 +381,37 @@ def make_plots(scn, summaries, outdir, stem):
         fig.savefig(os.path.join(outdir, fn), dpi=110)
         plt.close(fig)
         out.append(("goodput over time", fn))
+    bars = [s for s in summaries if "rps" in s and s["rps"][0] is not None]
+    if scn.get("mode") == "wrk" and bars:
+        out.append(("req/s, CPU per request and latency by peer", bar_plot(plt, scn, bars, outdir, stem)))
     return out
+
+
+def bar_plot(plt, scn, bars, outdir, stem):
+    """wrk runs have no per-segment times: req/s (min–max over runs), CPU s / 1k req (the
+    peer's and every process's) and latency P99, one bar group per peer."""
+    names = [s["peer"] for s in bars]
+    x = range(len(bars))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(12, 4.2))
+    med = [s["rps"][0] for s in bars]
+    lo = [m - (s["rps"][1][0] if s["rps"][1][0] is not None else m) for m, s in zip(med, bars)]
+    hi = [(s["rps"][1][1] if s["rps"][1][1] is not None else m) - m for m, s in zip(med, bars)]
+    a1.bar(x, med, yerr=[lo, hi], capsize=3, color="tab:blue")
+    a1.set_title("req/s (median; bars: min–max)", fontsize=10)
+    w = 0.4
+    a2.bar([i - w / 2 for i in x], [s["cpu_per_1k"] or 0 for s in bars], w, label="peer")
+    a2.bar([i + w / 2 for i in x], [s["all_cpu_per_1k"] or 0 for s in bars], w, label="every process")
+    a2.set_title("CPU s / 1k requests", fontsize=10)
+    a2.legend(fontsize=8)
+    a3.bar(x, [s["total_ms"][2] or 0 for s in bars], color="tab:red")
+    a3.set_title("latency P99, ms", fontsize=10)
+    for a in (a1, a2, a3):
+        a.set_xticks(list(x))
+        a.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        a.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"{scn['name']}: wrk, {scn['connections']} keep-alive connections", fontsize=10)
+    fn = f"{stem}-bars.png"
+    fig.tight_layout()
+    fig.savefig(os.path.join(outdir, fn), dpi=110)
+    plt.close(fig)
+    return fn
