@@ -50,9 +50,9 @@ def main():
     ap.add_argument("--cc", default="cubic", choices=["cubic", "bbr", "reno"],
                     help="congestion control on the server namespace's routes (default cubic)")
     ap.add_argument("--fileproxy-cc", default="bbr", help="FileProxy's sockets.congestion_control (default bbr)")
-    ap.add_argument("--fileproxy-cc-min-rtt-us", type=int, default=1000,
+    ap.add_argument("--fileproxy-cc-min-rtt-us", type=int, default=None,
                     help="FileProxy's sockets.congestion_control_min_rtt_us: peers with a shorter handshake RTT keep "
-                         "the route's algorithm (default 1000, FileProxy's own; 0 = --fileproxy-cc on every connection)")
+                         "the route's algorithm (unset: FileProxy's default, 1000; 0 = --fileproxy-cc on every connection)")
     ap.add_argument("--fileproxy-bin", default=os.environ.get("FILEPROXY_BIN",
                                                               os.path.join(REPO, "target", "release", "fileproxy")))
     ap.add_argument("--netem-bin", default=os.environ.get("NETEM_BIN", os.path.join(REPO, "target", "release", "netem")))

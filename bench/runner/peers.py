@@ -62,6 +62,13 @@ def start_redis(topo, rundir):
     raise RuntimeError(f"redis-server did not start:\n{p.tail()}")
 
 
+def fp_cc_min_rtt_line(args):
+    """`sockets.congestion_control_min_rtt_us` when asked for; else nothing (FileProxy's own
+    default, and older binaries that lack the key still start)."""
+    n = args.fileproxy_cc_min_rtt_us
+    return "" if n is None else f"congestion_control_min_rtt_us = {n}"
+
+
 def start_peer(name, topo, rundir, keys, args):
     spec = PEERS[name]
     kind = spec["kind"]
@@ -72,7 +79,7 @@ def start_peer(name, topo, rundir, keys, args):
         conf = render(spec["config"], os.path.join(rundir, f"{name}.toml"), peer_listen=topo.peer_listen,
                       origin_url=f"http://{topo.origin_hostport}", redis_hostport=f"127.0.0.1:{REDIS_PORT}",
                       secret=keys["secret"], api_key=keys["api_key"], fp_cc=args.fileproxy_cc,
-                      fp_cc_min_rtt_us=args.fileproxy_cc_min_rtt_us)
+                      fp_cc_min_rtt_line=fp_cc_min_rtt_line(args))
         p = Proc(name, [args.fileproxy_bin, "serve", "--config", conf], ns=topo.srv_ns, logdir=rundir)
         probe = f"{base}/health"
     elif kind == "gunicorn":

@@ -227,8 +227,10 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
     L.append(f"- **Link**: {topo_desc}")
     L.append(f"- **Server-side congestion control**: {args.cc} on every route of the server namespace; "
              f"FileProxy sets `sockets.congestion_control = \"{args.fileproxy_cc}\"` on its own sockets whose "
-             f"handshake RTT is at least `congestion_control_min_rtt_us = {args.fileproxy_cc_min_rtt_us}` µs "
-             f"(nearer ones keep the route's)")
+             f"handshake RTT is at least `congestion_control_min_rtt_us = "
+             f"{1000 if args.fileproxy_cc_min_rtt_us is None else args.fileproxy_cc_min_rtt_us}` µs "
+             f"(nearer ones keep the route's; "
+             f"{'its default' if args.fileproxy_cc_min_rtt_us is None else 'set by --fileproxy-cc-min-rtt-us'})")
     if wrk:
         L.append(f"- **Load**: wrk, 2 threads, {scn['connections']} keep-alive connections, {scn['duration_s']} s, "
                  f"rotating over the `{scn['rendition']}` segments of 3 videos")
