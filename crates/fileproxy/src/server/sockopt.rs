@@ -184,9 +184,7 @@ mod tests {
     async fn sets_requested_congestion_control_or_keeps_default() {
         let (server, _client) = accepted().await;
         let before = congestion_control_of(&server).unwrap();
-        let available =
-            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                .unwrap_or_default();
+        let available = available();
         let cfg = SocketConfig {
             congestion_control: "bbr".into(),
             congestion_control_min_rtt_us: 0,
@@ -210,10 +208,15 @@ mod tests {
         assert_eq!(congestion_control_of(&server).unwrap(), after);
     }
 
-    /// An algorithm the system default is not (so that setting it shows), if any.
-    fn other_than(default: &str) -> Option<String> {
+    /// The algorithms this kernel offers, space-separated.
+    fn available() -> String {
         std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
             .unwrap_or_default()
+    }
+
+    /// An algorithm the system default is not (so that setting it shows), if any.
+    fn other_than(default: &str) -> Option<String> {
+        available()
             .split_whitespace()
             .find(|a| *a != default)
             .map(str::to_string)
