@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -54,12 +55,12 @@ impl LogKind {
 
 /// A bounded ring, newest at the front.
 #[derive(Debug)]
-struct Ring {
+struct Ring<T> {
     cap: usize,
-    items: Mutex<VecDeque<Value>>,
+    items: Mutex<VecDeque<T>>,
 }
 
-impl Ring {
+impl<T: Clone> Ring<T> {
     fn new(cap: usize) -> Self {
         Self {
             cap,
@@ -67,14 +68,14 @@ impl Ring {
         }
     }
 
-    fn push(&self, v: Value) {
+    fn push(&self, v: T) {
         if let Ok(mut g) = self.items.lock() {
             g.push_front(v);
             g.truncate(self.cap);
         }
     }
 
-    fn newest(&self, limit: usize) -> Vec<Value> {
+    fn newest(&self, limit: usize) -> Vec<T> {
         self.items
             .lock()
             .map(|g| g.iter().take(limit).cloned().collect())
@@ -94,13 +95,36 @@ struct Totals {
     reasons: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+/// One answered request in the recent ring. Typed rather than a JSON value: one is
+/// built, and the oldest dropped, for every request, so it holds a handful of
+/// allocations instead of a map of them; it becomes JSON when a view reads it. Fields
+/// are in the order the JSON has always shown them (alphabetical).
+#[derive(Debug, Clone, Serialize)]
+struct RecentAccess {
+    bytes: u64,
+    client_ip: std::net::IpAddr,
+    duration_ms: f64,
+    first_byte_ms: Option<f64>,
+    method: Box<str>,
+    outcome: Box<str>,
+    path: Box<str>,
+    reason: Option<Box<str>>,
+    status: u16,
+    ts: u64,
+    uid: Option<Box<str>>,
+    user_agent: Box<str>,
+}
+
 /// The event lists of one process.
 pub struct EventLog {
     cap: usize,
     store: SharedStore,
     /// Queue of the store writer; `None` outside a Tokio runtime (memory only).
     queue: Option<mpsc::Sender<(&'static str, String)>>,
-    rings: HashMap<LogKind, Ring>,
+    /// Every request answered (memory only).
+    recent: Ring<RecentAccess>,
+    /// The lists that are also in the store.
+    rings: HashMap<LogKind, Ring<Value>>,
     totals: Arc<Totals>,
 }
 
@@ -160,15 +184,10 @@ impl EventLog {
     /// Tokio runtime it starts the store writer task (it ends with the log).
     pub fn new(cap: usize, ttl: Duration, store: SharedStore) -> Self {
         let cap = cap.max(1);
-        let rings = [
-            LogKind::Recent,
-            LogKind::Denied,
-            LogKind::Replay,
-            LogKind::KeyAccess,
-        ]
-        .into_iter()
-        .map(|k| (k, Ring::new(cap)))
-        .collect();
+        let rings = [LogKind::Denied, LogKind::Replay, LogKind::KeyAccess]
+            .into_iter()
+            .map(|k| (k, Ring::new(cap)))
+            .collect();
         let totals = Arc::new(Totals::default());
         let queue = tokio::runtime::Handle::try_current().ok().map(|rt| {
             let (tx, rx) = mpsc::channel(PUSH_QUEUE);
@@ -179,6 +198,7 @@ impl EventLog {
             cap,
             store,
             queue,
+            recent: Ring::new(cap),
             rings,
             totals,
         }
@@ -189,7 +209,7 @@ impl EventLog {
         self.cap
     }
 
-    fn ring(&self, kind: LogKind) -> Option<&Ring> {
+    fn ring(&self, kind: LogKind) -> Option<&Ring<Value>> {
         self.rings.get(&kind)
     }
 
@@ -217,23 +237,20 @@ impl EventLog {
     /// refusal) in the recent list.
     pub fn record_access(&self, ev: &AccessEvent<'_>) {
         self.totals.recorded.fetch_add(1, Ordering::Relaxed);
-        let v = json!({
-            "ts": unix_now(),
-            "client_ip": ev.client_ip.to_string(),
-            "method": ev.method,
-            "path": ev.path,
-            "uid": ev.uid,
-            "status": ev.status,
-            "bytes": ev.bytes,
-            "outcome": ev.outcome,
-            "reason": ev.reason,
-            "first_byte_ms": ev.first_byte_ms,
-            "duration_ms": ev.duration_ms,
-            "user_agent": ev.user_agent,
+        self.recent.push(RecentAccess {
+            ts: unix_now(),
+            client_ip: ev.client_ip,
+            method: ev.method.into(),
+            path: ev.path.into(),
+            uid: ev.uid.map(Into::into),
+            status: ev.status,
+            bytes: ev.bytes,
+            outcome: ev.outcome.into(),
+            reason: ev.reason.map(Into::into),
+            first_byte_ms: ev.first_byte_ms,
+            duration_ms: ev.duration_ms,
+            user_agent: ev.user_agent.into(),
         });
-        if let Some(r) = self.ring(LogKind::Recent) {
-            r.push(v);
-        }
     }
 
     /// Records what the policy decided about a viewer request: refusals (denied list,
@@ -302,6 +319,15 @@ impl EventLog {
     /// `memory`).
     pub async fn list(&self, kind: LogKind, limit: usize) -> (Vec<Value>, &'static str) {
         let limit = limit.clamp(1, self.cap);
+        if kind == LogKind::Recent {
+            let items = self
+                .recent
+                .newest(limit)
+                .iter()
+                .filter_map(|e| serde_json::to_value(e).ok())
+                .collect();
+            return (items, "memory");
+        }
         if let Some(key) = kind.store_key() {
             match self.store.list_range(key, limit).await {
                 Ok(items) => {
@@ -327,10 +353,7 @@ impl EventLog {
     /// `/api/access-logs/summary`: lifetime totals of this process and figures over
     /// its newest `limit` recent requests.
     pub fn summary(&self, limit: usize) -> Value {
-        let recent = self
-            .ring(LogKind::Recent)
-            .map(|r| r.newest(limit.clamp(1, self.cap)))
-            .unwrap_or_default();
+        let recent = self.recent.newest(limit.clamp(1, self.cap));
         let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_outcome: BTreeMap<String, u64> = BTreeMap::new();
         let mut paths: HashMap<String, u64> = HashMap::new();
@@ -338,17 +361,14 @@ impl EventLog {
         let mut ips: HashMap<String, u64> = HashMap::new();
         let mut bytes = 0u64;
         for e in &recent {
-            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            *by_status
-                .entry(e.get("status").map(Value::to_string).unwrap_or_default())
-                .or_insert(0) += 1;
-            *by_outcome.entry(s("outcome")).or_insert(0) += 1;
-            *paths.entry(s("path")).or_insert(0) += 1;
-            if let Some(u) = e.get("uid").and_then(Value::as_str) {
+            *by_status.entry(e.status.to_string()).or_insert(0) += 1;
+            *by_outcome.entry(e.outcome.to_string()).or_insert(0) += 1;
+            *paths.entry(e.path.to_string()).or_insert(0) += 1;
+            if let Some(u) = &e.uid {
                 *uids.entry(u.to_string()).or_insert(0) += 1;
             }
-            *ips.entry(s("client_ip")).or_insert(0) += 1;
-            bytes += e.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+            *ips.entry(e.client_ip.to_string()).or_insert(0) += 1;
+            bytes += e.bytes;
         }
         let top = |m: HashMap<String, u64>| {
             let mut v: Vec<(String, u64)> = m.into_iter().collect();
@@ -373,8 +393,8 @@ impl EventLog {
             },
             "window": {
                 "requests": recent.len(),
-                "newest_ts": recent.first().and_then(|e| e.get("ts")).cloned(),
-                "oldest_ts": recent.last().and_then(|e| e.get("ts")).cloned(),
+                "newest_ts": recent.first().map(|e| e.ts),
+                "oldest_ts": recent.last().map(|e| e.ts),
                 "bytes": bytes,
                 "by_status": by_status,
                 "by_outcome": by_outcome,
@@ -454,8 +474,8 @@ mod tests {
         assert_eq!(s["totals"]["denied_by_reason"]["key_bad_token"], 4);
     }
 
-    #[test]
-    fn recent_ring_and_summary() {
+    #[tokio::test]
+    async fn recent_ring_and_summary() {
         let store: SharedStore = Arc::new(MemoryStore::new());
         let log = EventLog::new(2, Duration::from_secs(60), store);
         for (p, b) in [("/x/1.ts", 10), ("/x/2.ts", 20), ("/x/2.ts", 30)] {
@@ -481,5 +501,22 @@ mod tests {
             json!({"key": "/x/2.ts", "count": 2})
         );
         assert_eq!(s["totals"]["requests_recorded"], 3);
+        assert!(s["window"]["newest_ts"].as_u64().unwrap() > 1_700_000_000);
+        let (items, src) = log.list(LogKind::Recent, 10).await;
+        assert_eq!(src, "memory");
+        assert_eq!(items.len(), 2);
+        let ts = items[0]["ts"].as_u64().unwrap();
+        // The shape the view has always shown: every key, alphabetical, nulls kept.
+        assert_eq!(
+            items[0].to_string(),
+            json!({
+                "bytes": 30, "client_ip": "10.0.0.1", "duration_ms": 2.0,
+                "first_byte_ms": 1.0, "method": "GET", "outcome": "completed",
+                "path": "/x/2.ts", "reason": null, "status": 200, "ts": ts,
+                "uid": "u", "user_agent": "UA",
+            })
+            .to_string()
+        );
+        assert_eq!(items[1]["bytes"], 20);
     }
 }
