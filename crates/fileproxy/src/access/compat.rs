@@ -6,7 +6,10 @@ use serde_json::Value;
 
 /// A string field that may also be a number, a bool or `null` (→ empty).
 pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(value_to_string(&Value::deserialize(d)?))
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        other => value_to_string(&other),
+    })
 }
 
 /// A timestamp or counter that may be an integer, a float, a numeric string or `null`.

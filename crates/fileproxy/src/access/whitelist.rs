@@ -63,6 +63,26 @@ pub struct WhitelistEntry {
     pub extra: Map<String, Value>,
 }
 
+impl PathEntry {
+    /// The entry an object of `paths` holds, read as its `Deserialize` would (every
+    /// field lenient, unknown ones kept) without a second pass through `serde`.
+    fn from_object(mut obj: Map<String, Value>) -> Self {
+        let key_path = match obj.remove("key_path") {
+            Some(Value::String(s)) => s,
+            Some(v) => compat::value_to_string(&v),
+            None => String::new(),
+        };
+        let created_at = obj
+            .remove("created_at")
+            .map_or(0, |v| compat::value_to_int(&v));
+        Self {
+            key_path,
+            created_at,
+            extra: obj,
+        }
+    }
+}
+
 /// `paths` items may be objects or (in older entries) bare key-path strings.
 fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathEntry>, D::Error> {
     let Value::Array(items) = Value::deserialize(d)? else {
@@ -76,9 +96,9 @@ fn path_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PathEntry>, D::Error
                 created_at: 0,
                 extra: Map::new(),
             }),
-            obj @ Value::Object(_) => serde_json::from_value::<PathEntry>(obj)
-                .ok()
-                .filter(|p| !p.key_path.is_empty()),
+            Value::Object(obj) => {
+                Some(PathEntry::from_object(obj)).filter(|p| !p.key_path.is_empty())
+            }
             _ => None,
         })
         .collect())
@@ -502,6 +522,39 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_path_object_reads_as_its_deserialize_would() {
+        let scalars = [
+            json!("/vod/a"),
+            json!(12),
+            json!(1.5),
+            json!(true),
+            json!(null),
+            json!([1]),
+            json!({"x": 1}),
+            json!(" 42 "),
+        ];
+        for kp in scalars.iter().map(Some).chain([None]) {
+            for at in scalars.iter().map(Some).chain([None]) {
+                let mut obj = Map::new();
+                obj.insert("note".into(), json!("kept"));
+                if let Some(v) = kp {
+                    obj.insert("key_path".into(), v.clone());
+                }
+                if let Some(v) = at {
+                    obj.insert("created_at".into(), v.clone());
+                }
+                let by_serde: PathEntry =
+                    serde_json::from_value(Value::Object(obj.clone())).unwrap();
+                assert_eq!(
+                    PathEntry::from_object(obj),
+                    by_serde,
+                    "key_path {kp:?}, created_at {at:?}"
+                );
+            }
+        }
     }
 
     #[test]
