@@ -13,8 +13,35 @@ use std::time::{Duration, Instant};
 /// How long a server may take to accept connections after being started.
 const READY_WITHIN: Duration = Duration::from_secs(15);
 
-/// A port nobody listens on right now (the OS picks it).
+/// A port nobody listens on right now, for a server another process will bind.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`): a port the OS hands
+/// out for `bind(0)` lies inside that range, where any test's outgoing connection may
+/// take it before the server binds it ("Address already in use"). Below it, only an
+/// explicit bind can, and every test binds through here: ports go round a per-process
+/// sequence that starts at an offset drawn from the process id, and each is checked free.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FLOOR: u32 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_start.saturating_sub(FLOOR);
+    if span >= 1_000 {
+        let base = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = FLOOR + (base + n) % span;
+            let Ok(port) = u16::try_from(port) else {
+                continue;
+            };
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
