@@ -62,6 +62,10 @@ def main():
     ap.add_argument("--origin-rate-mbit", type=float, default=200)
     ap.add_argument("--origin-loss-pct", type=float, default=0)
     ap.add_argument("--origin-queue-kb", type=int, default=0, help="0 = netem's default")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="wrk mode: pace the load to about this many req/s in all (each connection waits "
+                         "connections/rate between requests), so the machine is not saturated and CPU per "
+                         "request compares peers at one request rate (default: as fast as possible)")
     ap.add_argument("--load-procs", type=int, help="load generator processes (default: the scenario's load_procs, 1)")
     ap.add_argument("--max-requests", type=int, default=200_000, help="per load process, a hard bound")
     ap.add_argument("--seed", type=int, default=1)
@@ -82,6 +86,10 @@ def main():
     scn = dict(scenarios[a.scenario])
     scn["name"] = a.scenario
     scn["media_cfg"] = scenarios["media"][scn.get("media", "full")]
+    if a.rate is not None:
+        if scn.get("mode") != "wrk" or a.rate <= 0:
+            ap.error("--rate needs a wrk scenario (segments) and a positive rate")
+        scn["rate"] = a.rate
     if a.duration:
         scn["duration_s"] = a.duration
         scn["warmup_s"] = min(scn["warmup_s"], a.duration / 4)

@@ -128,6 +128,11 @@ def admit_for_wrk(topo, base, keys, ua, paths):
             raise RuntimeError(f"whitelist admission for wrk failed: HTTP {st}")
 
 
+def pacing_delay_ms(connections, rate):
+    """The wait of each wrk connection between requests for about `rate` req/s in all."""
+    return max(1, round(connections * 1000 / rate))
+
+
 def run_wrk(scn, topo, base, spec, keys, rundir, args):
     media = scn["media_cfg"]
     videos = [f"v{v:04d}" for v in range(1, min(3, media["videos"]) + 1)]   # ≤ max_paths_per_cidr
@@ -137,6 +142,8 @@ def run_wrk(scn, topo, base, spec, keys, rundir, args):
     if spec["auth"]:
         admit_for_wrk(topo, base, keys, ua, [f"/vod/2024-05-01/{v}/{scn['rendition']}/index.m3u8" for v in videos])
     env = {"FPB_PATHS": " ".join(paths), "FPB_UA": ua}
+    if scn.get("rate"):
+        env["FPB_DELAY_MS"] = str(pacing_delay_ms(scn["connections"], scn["rate"]))
     argv = ["wrk", "-t", "2", "-c", str(scn["connections"]), "-d", f"{int(round(scn['duration_s']))}s", "--timeout",
             f"{int(round(scn['timeout_s']))}s", "-s", os.path.join(BENCH, "load", "segments.lua"), base + paths[0]]
     return Proc("load", argv, ns=topo.cli_ns, env=env, logdir=rundir), None

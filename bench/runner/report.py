@@ -233,7 +233,11 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
              f"{'its default' if args.fileproxy_cc_min_rtt_us is None else 'set by --fileproxy-cc-min-rtt-us'})")
     if wrk:
         L.append(f"- **Load**: wrk, 2 threads, {scn['connections']} keep-alive connections, {scn['duration_s']} s, "
-                 f"rotating over the `{scn['rendition']}` segments of 3 videos")
+                 f"rotating over the `{scn['rendition']}` segments of 3 videos; "
+                 + (f"paced to about {scn['rate']:,.0f} req/s in all (`--rate`: each connection waits "
+                    f"{max(1, round(scn['connections'] * 1000 / scn['rate']))} ms between requests), so the machine "
+                    f"has spare CPU and every peer's CPU per request is taken at the same request rate"
+                    if scn.get("rate") else "as fast as the peer answers"))
     else:
         L.append(f"- **Load**: {scn['viewers']} virtual HLS viewers ({scn['pace']} pacing, rendition "
                  f"`{scn['rendition']}`), {scn['duration_s']} s per run, first {scn['warmup_s']} s not counted; "
@@ -411,7 +415,8 @@ def bar_plot(plt, scn, bars, outdir, stem):
         a.set_xticks(list(x))
         a.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         a.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"{scn['name']}: wrk, {scn['connections']} keep-alive connections", fontsize=10)
+    paced = f", paced to ≈ {scn['rate']:,.0f} req/s" if scn.get("rate") else ""
+    fig.suptitle(f"{scn['name']}: wrk, {scn['connections']} keep-alive connections{paced}", fontsize=10)
     fn = f"{stem}-bars.png"
     fig.tight_layout()
     fig.savefig(os.path.join(outdir, fn), dpi=110)
