@@ -542,6 +542,19 @@ fn series(text: &str, name: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Waits until no deferred store write is in flight; fails after `within`.
+async fn background_writes_finish(p: &Proxy, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = metrics_text(p, None).await;
+        if series(&m, "fileproxy_background_writes_in_flight") == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "background writes left: {m}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// SPEC §11: background store writes are bounded (dropped and counted past the bound,
 /// never piling up). Redis is made slow by a relay that holds every command 300 ms
 /// (a frozen Redis would fail the requests' reads, and the requests would never get as
@@ -599,15 +612,7 @@ async fn deferred_session_writes_are_bounded_while_redis_is_slow() {
 
     link.set_delay(Duration::ZERO);
     // Nothing piled up: the few running writes finish and the gauge drops to 0.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let m = metrics_text(&p, None).await;
-        if series(&m, "fileproxy_background_writes_in_flight") == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "background writes left: {m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    background_writes_finish(&p, Duration::from_secs(20)).await;
     // The store works again: a new admission, and extensions run instead of dropping.
     let w = Viewer::new("203.0.113.71", CURL);
     w.admit(&p, "u-bg2", &video.playlist).await;
@@ -621,18 +626,7 @@ async fn deferred_session_writes_are_bounded_while_redis_is_slow() {
     // the bound even with Redis fast, which is the bound working, not a slow store.
     for _ in 0..10 {
         assert_eq!(w.get(&p, &video.seg0).await.status, 200);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while series(
-            &metrics_text(&p, None).await,
-            "fileproxy_background_writes_in_flight",
-        ) > 0
-        {
-            assert!(
-                Instant::now() < deadline,
-                "an extension never finished with Redis fast"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        background_writes_finish(&p, Duration::from_secs(10)).await;
     }
     let m = metrics_text(&p, None).await;
     assert_eq!(
