@@ -57,3 +57,8 @@ def render(template_rel, out_path, **values):
     with open(out_path, "w") as f:
         f.write(tmpl.substitute(values))
     return out_path
+
+
+def pacing_delay_ms(connections, rate):
+    """The wait of each wrk connection between requests for about `rate` req/s in all (--rate)."""
+    return max(1, round(connections * 1000 / rate))

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 import time
 
-from common import BENCH, ORIGIN_PORT, PEERS, PEER_PORT, REDIS_PORT, VENV_BIN, VENV_PY, WORK, log, render, sh
+from common import BENCH, ORIGIN_PORT, PEERS, PEER_PORT, REDIS_PORT, VENV_BIN, VENV_PY, WORK, log, pacing_delay_ms, render, sh
 from sampling import Proc, Sampler, proc_table, tree
 from topology import http_status, origin_accepts, wait_http
 from report import parse_hls, parse_wrk
@@ -126,11 +126,6 @@ def admit_for_wrk(topo, base, keys, ua, paths):
                          headers=(f"Authorization: Bearer {keys['api_key']}", "Content-Type: application/json"))
         if st != 200:
             raise RuntimeError(f"whitelist admission for wrk failed: HTTP {st}")
-
-
-def pacing_delay_ms(connections, rate):
-    """The wait of each wrk connection between requests for about `rate` req/s in all."""
-    return max(1, round(connections * 1000 / rate))
 
 
 def run_wrk(scn, topo, base, spec, keys, rundir, args):

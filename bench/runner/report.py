@@ -7,7 +7,7 @@ import re
 import statistics
 from collections import Counter
 
-from common import REPO, log, sh
+from common import REPO, log, pacing_delay_ms, sh
 
 
 # ---------------------------------------------------------------- parsing and statistics
@@ -235,7 +235,7 @@ def write_report(scn, summaries, topo_desc, args, cmdline, started, link_stats):
         L.append(f"- **Load**: wrk, 2 threads, {scn['connections']} keep-alive connections, {scn['duration_s']} s, "
                  f"rotating over the `{scn['rendition']}` segments of 3 videos; "
                  + (f"paced to about {scn['rate']:,.0f} req/s in all (`--rate`: each connection waits "
-                    f"{max(1, round(scn['connections'] * 1000 / scn['rate']))} ms between requests), so the machine "
+                    f"{pacing_delay_ms(scn['connections'], scn['rate'])} ms between requests), so the machine "
                     f"has spare CPU and every peer's CPU per request is taken at the same request rate"
                     if scn.get("rate") else "as fast as the peer answers"))
     else:
