@@ -353,6 +353,15 @@ async fn metrics_negotiate_text_004_and_openmetrics_and_both_parse() {
         .any(|f| f.0 == "fileproxy_build" && f.1 == "info"));
 }
 
+/// The congestion control algorithms this kernel offers.
+fn available_congestion_controls() -> Vec<String> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
 /// The congestion control algorithm `ss` reports for the proxy's end of the connection
 /// whose client port is `client_port`.
 fn server_side_congestion_control(p: &Proxy, client_port: u16) -> String {
@@ -365,10 +374,9 @@ fn server_side_congestion_control(p: &Proxy, client_port: u16) -> String {
         .output()
         .expect("ss (iproute2; .ci/run installs it)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let known = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-        .unwrap_or_default();
+    let known = available_congestion_controls();
     text.split_whitespace()
-        .find(|w| known.split_whitespace().any(|k| k == *w))
+        .find(|w| known.iter().any(|k| k == w))
         .unwrap_or_else(|| panic!("no algorithm in `ss` output: {text:?}"))
         .to_string()
 }
@@ -407,12 +415,10 @@ async fn near_viewers_keep_the_system_congestion_control_and_far_ones_get_the_co
         .unwrap()
         .trim()
         .to_string();
-    let configured = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
-        .unwrap()
-        .split_whitespace()
+    let configured = available_congestion_controls()
+        .into_iter()
         .find(|a| *a != system)
-        .expect("a second congestion control algorithm (reno is built in)")
-        .to_string();
+        .expect("a second congestion control algorithm (reno is built in)");
     let origin = TestOrigin::start().await;
 
     let start = |extra: &str| {
